@@ -1,0 +1,266 @@
+"""One frozen, typed TrainConfig per run, built and validated at the edge.
+
+The single-run CLI (`ablations.train`) and the grid (`ablations.grid`) both build configs
+through `TrainConfig.from_mapping`, so a flag, a `--set key=value` and a TOML key all
+mean the same thing. This module does not import torch: the store and the report use it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from ablations.errors import UserError, unknown_name
+
+# The names each part implements; tests check the implementations cover exactly these.
+DATASETS = ("mnist", "fashion_mnist", "cifar10", "synthetic")
+MODELS = ("seed_resnet", "seed_resnet_adaptive")
+AUGMENT_OPS = (
+    "none",
+    "seed",
+    "crop",
+    "center_crop",
+    "hflip",
+    "vflip",
+    "rotate",
+    "brightness",
+    "contrast",
+    "hue",
+)
+SCHEDULES = ("constant", "step", "multistep", "cosine", "warmup_cosine", "onecycle", "exponential")
+PRECISIONS = ("auto", "fp32", "bf16")
+
+# Where a run executes, not what it computes: left out of the run id so a grid resumed on
+# another machine, or with the data in another folder, still finds its finished runs.
+EXECUTION_FIELDS = ("data_root", "device", "compile", "eval_batch_size")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of one training run. Defaults follow the notebook where it has one."""
+
+    # data
+    dataset: str = "mnist"
+    data_root: str | None = None  # None: $ABLATIONS_DATA_ROOT, else ./data
+    train_subset: int | None = None  # class-balanced, seeded; None = whole train split
+    test_subset: int | None = None
+    # model and input
+    model: str = "seed_resnet_adaptive"
+    image_size: int | None = None  # None: 96 px for seed_resnet (the notebook), native otherwise
+    augment: str = "none"  # policy names joined by '+', e.g. "hflip+rotate"
+    # optimizer: SGD, as in the notebook
+    lr: float = 0.1
+    momentum: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    decay_norm_and_bias: bool = True  # the notebook decays every parameter
+    label_smoothing: float = 0.0
+    # learning-rate schedule, a pure function of the step (ablations.schedules)
+    schedule: str = "constant"
+    milestones: tuple[float, ...] = ()  # in epochs; () = the schedule's default
+    gamma: float | None = None  # None = the schedule's default
+    warmup_epochs: float = 1.0  # warmup_cosine only
+    # loop
+    epochs: int = 20
+    batch_size: int = 64
+    eval_batch_size: int = 512
+    seed: int = 0
+    # execution
+    device: str = "auto"  # auto: cuda, then mps, then cpu
+    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    channels_last: bool = True  # NHWC: faster convolutions on CPU (oneDNN) and GPU tensor cores
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        _check_values(self)
+
+    # ---- construction ------------------------------------------------------------------
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any], base: TrainConfig | None = None) -> TrainConfig:
+        """Build from {name: value}; names may use '-' or '_', values may be strings."""
+        fields = field_types()
+        parsed: dict[str, Any] = {}
+        for raw_key, raw_value in values.items():
+            key = normalize_key(raw_key)
+            parsed[key] = parse_value(key, raw_value, fields[key])
+        start = base if base is not None else cls()
+        return dataclasses.replace(start, **parsed)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out["milestones"] = list(self.milestones)
+        return out
+
+    # ---- identity ----------------------------------------------------------------------
+    def canonical_json(self) -> str:
+        science = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        return json.dumps(science, sort_keys=True, separators=(",", ":"))
+
+    @property
+    def run_id(self) -> str:
+        """Stable id of the run: a hash of the config's scientific fields, seed included."""
+        return hashlib.sha256(self.canonical_json().encode()).hexdigest()[:16]
+
+    @property
+    def cell_id(self) -> str:
+        """The run id without the seed: replicates of one cell share it."""
+        science = json.loads(self.canonical_json())
+        science.pop("seed")
+        blob = json.dumps(science, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    # ---- derived values (computed, never stored) ---------------------------------------
+    def input_size(self, native_size: int) -> int:
+        if self.image_size is not None:
+            return self.image_size
+        return 96 if self.model == "seed_resnet" else native_size
+
+    @property
+    def augment_ops(self) -> tuple[str, ...]:
+        return split_policy(self.augment)
+
+
+# ---- parsing ---------------------------------------------------------------------------
+def normalize_key(key: str) -> str:
+    name = key.strip().replace("-", "_")
+    if name not in field_types():
+        raise unknown_name("setting", key, [f.replace("_", "-") for f in field_types()])
+    return name
+
+
+def field_types() -> dict[str, Any]:
+    hints = typing.get_type_hints(TrainConfig)
+    return {f.name: hints[f.name] for f in dataclasses.fields(TrainConfig)}
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"none", "null", ""}
+
+
+def parse_value(key: str, value: Any, hint: Any) -> Any:
+    """Coerce a string (flag, --set) or a TOML value to the field's type, or say why not."""
+    base, optional = unwrap_optional(hint)
+    if optional and (value is None or (isinstance(value, str) and value.strip().lower() in _NONE)):
+        return None
+    try:
+        if typing.get_origin(base) is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(float(x) for x in items if str(x).strip() != "")
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in _TRUE:
+                return True
+            if text in _FALSE:
+                return False
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is str:
+            if not isinstance(value, str):
+                raise ValueError
+            return value.strip()
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise AssertionError(f"unhandled type {hint!r} for {key}")
+    kind = getattr(base, "__name__", str(base))
+    raise UserError(f"{key.replace('_', '-')}: {value!r} is not a valid {kind}")
+
+
+def unwrap_optional(hint: Any) -> tuple[Any, bool]:
+    """`int | None` -> (int, True); `tuple[float, ...]` -> (itself, False)."""
+    args = typing.get_args(hint)
+    if type(None) in args:
+        return next(a for a in args if a is not type(None)), True
+    return hint, False
+
+
+def split_policy(policy: str) -> tuple[str, ...]:
+    ops = tuple(p.strip() for p in policy.split("+") if p.strip())
+    return ops or ("none",)
+
+
+# ---- validation ------------------------------------------------------------------------
+def _check_types(cfg: TrainConfig) -> None:
+    for name, hint in field_types().items():
+        value = getattr(cfg, name)
+        base, optional = unwrap_optional(hint)
+        if value is None and optional:
+            continue
+        if typing.get_origin(base) is tuple:
+            ok = isinstance(value, tuple) and all(isinstance(x, (int, float)) for x in value)
+        elif base is float:
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        elif base is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, base)
+        if not ok:
+            raise UserError(f"{name.replace('_', '-')}: {value!r} is not a valid {getattr(base, '__name__', base)}")
+
+
+def _check_values(cfg: TrainConfig) -> None:
+    if cfg.dataset not in DATASETS:
+        raise unknown_name("dataset", cfg.dataset, DATASETS)
+    if cfg.model not in MODELS:
+        raise unknown_name("model", cfg.model, MODELS)
+    if cfg.schedule not in SCHEDULES:
+        raise unknown_name("schedule", cfg.schedule, SCHEDULES)
+    if cfg.precision not in PRECISIONS:
+        raise unknown_name("precision", cfg.precision, PRECISIONS)
+    for op in cfg.augment_ops:
+        if op not in AUGMENT_OPS:
+            raise unknown_name("augmentation policy", op, AUGMENT_OPS)
+    if len(cfg.augment_ops) > 1 and "none" in cfg.augment_ops:
+        raise UserError(f"augment {cfg.augment!r}: 'none' cannot be combined with other policies")
+    if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
+        raise UserError(f"unknown device {cfg.device!r}; choose auto, cpu, cuda, cuda:N or mps")
+    _positive(cfg, "epochs", "batch_size", "eval_batch_size", "lr")
+    _positive_or_none(cfg, "train_subset", "test_subset", "image_size", "gamma")
+    _non_negative(cfg, "weight_decay", "momentum", "warmup_epochs", "seed")
+    for name in ("lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs"):
+        if not math.isfinite(getattr(cfg, name)):
+            raise UserError(f"{name.replace('_', '-')} must be a finite number")
+    if not 0.0 <= cfg.label_smoothing < 1.0:
+        raise UserError(f"label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
+    if cfg.nesterov and cfg.momentum == 0:
+        raise UserError("nesterov needs a momentum above 0 (set --momentum, e.g. 0.9)")
+    if any(m <= 0 or m >= cfg.epochs for m in cfg.milestones):
+        raise UserError(f"milestones {list(cfg.milestones)} must lie strictly between 0 and epochs ({cfg.epochs})")
+    if list(cfg.milestones) != sorted(cfg.milestones):
+        raise UserError(f"milestones {list(cfg.milestones)} must be increasing")
+
+
+def _positive(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) <= 0:
+            raise UserError(f"{name.replace('_', '-')} must be above 0, got {getattr(cfg, name)}")
+
+
+def _positive_or_none(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        value = getattr(cfg, name)
+        if value is not None and value <= 0:
+            raise UserError(f"{name.replace('_', '-')} must be above 0, got {value}")
+
+
+def _non_negative(cfg: TrainConfig, *names: str) -> None:
+    for name in names:
+        if getattr(cfg, name) < 0:
+            raise UserError(f"{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
+

@@ -1,0 +1,163 @@
+"""Datasets as uint8 tensors (N, C, H, W) held once on the training device.
+
+torchvision.datasets reads (and, when the network is there, downloads) the files; the
+images are converted once, never per sample, so a training batch is an index gather.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ablations.config import DATASETS
+from ablations.errors import UserError, unknown_name
+
+DATA_ROOT_ENV = "ABLATIONS_DATA_ROOT"
+DEFAULT_DATA_ROOT = "./data"
+# Subsets use their own fixed seed, not the run's: every run of a grid sees the same images,
+# so differences between cells are paired on data and only training randomness varies.
+SUBSET_SEED = 0
+
+_TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
+
+
+@dataclass(frozen=True)
+class TensorDataset:
+    name: str
+    train_images: torch.Tensor  # uint8 (N, C, H, W)
+    train_labels: torch.Tensor  # int64 (N,)
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+
+    @property
+    def channels(self) -> int:
+        return self.train_images.shape[1]
+
+    @property
+    def native_size(self) -> int:
+        return self.train_images.shape[-1]
+
+    @property
+    def device(self) -> torch.device:
+        return self.train_images.device
+
+    def to(self, device: torch.device | str) -> TensorDataset:
+        return TensorDataset(
+            self.name,
+            self.train_images.to(device),
+            self.train_labels.to(device),
+            self.test_images.to(device),
+            self.test_labels.to(device),
+            self.num_classes,
+        )
+
+
+def resolve_data_root(data_root: str | None) -> Path:
+    """--data-root, else $ABLATIONS_DATA_ROOT, else ./data."""
+    return Path(data_root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser()
+
+
+def load_dataset(
+    name: str,
+    *,
+    data_root: str | None = None,
+    train_subset: int | None = None,
+    test_subset: int | None = None,
+    device: torch.device | str = "cpu",
+) -> TensorDataset:
+    if name not in DATASETS:
+        raise unknown_name("dataset", name, DATASETS)
+    if name == "synthetic":
+        full = synthetic_dataset()
+    else:
+        root = resolve_data_root(data_root)
+        train_x, train_y = _read_torchvision(name, root, train=True)
+        test_x, test_y = _read_torchvision(name, root, train=False)
+        full = TensorDataset(name, train_x, train_y, test_x, test_y, int(train_y.max()) + 1)
+    full = _subset(full, train_subset, test_subset)
+    return full.to(device)
+
+
+def _read_torchvision(name: str, root: Path, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """One split as uint8 (N, C, H, W) + int64 labels; downloads only if the files are missing."""
+    import torchvision.datasets as tvd
+
+    cls = getattr(tvd, _TORCHVISION_CLASSES[name])
+    try:
+        ds = cls(root=str(root), train=train, download=False)
+    except RuntimeError:
+        existed = root.exists()
+        try:
+            ds = cls(root=str(root), train=train, download=True)
+        except Exception as err:  # no network, a proxy, a mirror down: all mean the same to the user
+            if not existed:  # leave no empty folders behind a failed download
+                shutil.rmtree(root, ignore_errors=True)
+            reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UserError(
+                f"{name} not found under {(root / cls.__name__).resolve()} and the download failed ({reason}); "
+                f"put the torchvision files there, or point --data-root or ${DATA_ROOT_ENV} at a folder that has them"
+            ) from None
+    images = torch.as_tensor(ds.data)
+    # MNIST-style data is (N, H, W), one channel; CIFAR stores (N, H, W, C) as numpy
+    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
+    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    return images.contiguous(), labels
+
+
+def synthetic_dataset(
+    *, num_train: int = 1024, num_test: int = 512, size: int = 28, num_classes: int = 10, seed: int = 1234
+) -> TensorDataset:
+    """Small and learnable: each class is a fixed smooth random pattern, samples add noise and
+    a brightness change. A ResNet separates the classes in seconds; chance is 1/num_classes."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(num_classes, 1, 7, 7, generator=g)
+    prototypes = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+
+    def draw(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % num_classes
+        labels = labels[torch.randperm(n, generator=g)]
+        gain = 0.6 + 0.4 * torch.rand(n, 1, 1, 1, generator=g)
+        noise = 0.25 * torch.randn(n, 1, size, size, generator=g)
+        pixels = (prototypes[labels] * gain + noise).clamp(0, 1)
+        return (pixels * 255).round().to(torch.uint8), labels
+
+    train_x, train_y = draw(num_train)
+    test_x, test_y = draw(num_test)
+    return TensorDataset("synthetic", train_x, train_y, test_x, test_y, num_classes)
+
+
+def balanced_indices(labels: torch.Tensor, n: int, num_classes: int, *, seed: int = SUBSET_SEED) -> torch.Tensor:
+    """n indices with classes as equal as possible (the first n % k classes get one more)."""
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(labels), generator=g)
+    shuffled = labels[order]
+    picks = []
+    for c in range(num_classes):
+        quota = n // num_classes + (1 if c < n % num_classes else 0)
+        of_class = order[shuffled == c]
+        if len(of_class) < quota:
+            raise UserError(f"class {c} has only {len(of_class)} images; a balanced subset of {n} needs {quota}")
+        picks.append(of_class[:quota])
+    chosen = torch.cat(picks)
+    return chosen[torch.randperm(len(chosen), generator=g)]
+
+
+def _subset(ds: TensorDataset, train_n: int | None, test_n: int | None) -> TensorDataset:
+    splits = {}
+    for split, n in (("train", train_n), ("test", test_n)):
+        images, labels = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
+        if n is not None and n != len(labels):
+            if n > len(labels):
+                raise UserError(
+                    f"{split}-subset {n} is larger than the {ds.name} {split} split ({len(labels)} images); "
+                    f"use at most {len(labels)} or leave it unset"
+                )
+            idx = balanced_indices(labels, n, ds.num_classes)
+            images, labels = images[idx], labels[idx]
+        splits[split] = (images, labels)
+    return TensorDataset(ds.name, *splits["train"], *splits["test"], ds.num_classes)

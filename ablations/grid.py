@@ -1,0 +1,152 @@
+"""Grid: the ablation matrix. Axes x fixed values x seeds -> one TrainConfig per run.
+
+A grid is a TOML file (ablations/grids/NAME.toml, or any path):
+
+    description = "..."
+    seeds = 2                 # seeds 0..N-1, or a list such as [0, 5, 9]
+    [fixed]                   # any TrainConfig field
+    dataset = "mnist"
+    [axes]                    # any TrainConfig field: the factors studied
+    augment = ["none", "seed"]
+    weight_decay = [0.0, 1e-3]
+
+Configs are built through `TrainConfig.from_mapping`, the same code as the single-run CLI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ablations.config import TrainConfig, field_types, normalize_key, parse_value
+from ablations.errors import UserError
+
+GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+TOP_LEVEL_KEYS = {"description", "seeds", "fixed", "axes"}
+
+
+@dataclass(frozen=True)
+class Grid:
+    name: str
+    description: str = ""
+    fixed: dict[str, Any] = field(default_factory=dict)
+    axes: dict[str, list[Any]] = field(default_factory=dict)
+    seeds: tuple[int, ...] = (0,)
+
+    def configs(self) -> list[TrainConfig]:
+        """Every run: the product of the axes (in file order), each with every seed."""
+        base = TrainConfig.from_mapping(self.fixed)
+        names = list(self.axes)
+        runs = []
+        for values in itertools.product(*(self.axes[n] for n in names)):
+            cell = TrainConfig.from_mapping(dict(zip(names, values, strict=True)), base=base)
+            runs.extend(dataclasses.replace(cell, seed=s) for s in self.seeds)
+        return runs
+
+    def cell_label(self, cfg: TrainConfig) -> str:
+        """The run's coordinates on this grid's axes, e.g. 'augment=seed weight_decay=0.001'."""
+        return " ".join(f"{n}={_fmt(getattr(cfg, n))}" for n in self.axes) or "(single cell)"
+
+    # ---- command-line edits (each returns a new grid) ----------------------------------
+    def with_fixed(self, assignments: list[str]) -> Grid:
+        fixed = dict(self.fixed)
+        axes = dict(self.axes)
+        for key, value in (_split_assignment(a, "--set") for a in assignments):
+            fixed[key] = _parse(key, value)
+            axes.pop(key, None)  # a fixed value overrides an axis of the same name
+        return dataclasses.replace(self, fixed=fixed, axes=axes)
+
+    def with_axes(self, assignments: list[str]) -> Grid:
+        axes = dict(self.axes)
+        fixed = dict(self.fixed)
+        for key, value in (_split_assignment(a, "--axis") for a in assignments):
+            axes[key] = [_parse(key, v) for v in _split_values(key, value)]
+            fixed.pop(key, None)
+        return dataclasses.replace(self, axes=axes, fixed=fixed)
+
+    def with_seeds(self, n: int | None) -> Grid:
+        if n is None:
+            return self
+        if n < 1:
+            raise UserError(f"--seeds must be 1 or more, got {n}")
+        return dataclasses.replace(self, seeds=tuple(range(n)))
+
+
+def only(configs: list[TrainConfig], filters: list[str]) -> list[TrainConfig]:
+    """Keep the runs whose config matches every `key=value` filter (--only)."""
+    for key, value in (_split_assignment(f, "--only") for f in filters):
+        wanted = _parse(key, value)
+        configs = [c for c in configs if getattr(c, key) == wanted]
+    return configs
+
+
+def available_grids() -> list[str]:
+    return sorted(p.stem for p in GRIDS_DIR.glob("*.toml"))
+
+
+def load_grid(name_or_path: str) -> Grid:
+    """A named grid from ablations/grids, or a TOML file path."""
+    path = Path(name_or_path)
+    if path.suffix != ".toml" and not path.exists():
+        path = GRIDS_DIR / f"{name_or_path}.toml"
+        if not path.exists():
+            raise UserError(
+                f"unknown grid {name_or_path!r}; choose one of: {', '.join(available_grids())}, or give a .toml path"
+            )
+    if not path.is_file():
+        raise UserError(f"grid file {path} does not exist")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"grid file {path} is not valid TOML: {err}") from None
+    return grid_from_dict(path.stem, raw, source=str(path))
+
+
+def grid_from_dict(name: str, raw: dict[str, Any], *, source: str = "<grid>") -> Grid:
+    unknown = set(raw) - TOP_LEVEL_KEYS
+    if unknown:
+        raise UserError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; a grid has {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    fixed = {normalize_key(k): _parse(normalize_key(k), v) for k, v in raw.get("fixed", {}).items()}
+    axes: dict[str, list[Any]] = {}
+    for key, values in raw.get("axes", {}).items():
+        name_ = normalize_key(key)
+        if not isinstance(values, list) or not values:
+            raise UserError(f"{source}: axis {key!r} needs a non-empty list of values")
+        axes[name_] = [_parse(name_, v) for v in values]
+    seeds = raw.get("seeds", 1)
+    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    grid = Grid(name=name, description=raw.get("description", ""), fixed=fixed, axes=axes, seeds=seeds)
+    grid.configs()  # validate every value now, at the edge, before anything runs
+    return grid
+
+
+def _parse(key: str, value: Any) -> Any:
+    return parse_value(key, value, field_types()[key])
+
+
+def _split_assignment(text: str, flag: str) -> tuple[str, str]:
+    if "=" not in text:
+        raise UserError(f"{flag} {text!r}: expected key=value, e.g. {flag} weight-decay=1e-3")
+    key, value = text.split("=", 1)
+    return normalize_key(key), value
+
+
+def _split_values(key: str, value: str) -> list[str]:
+    # milestones are themselves comma lists; an axis of them separates values with ';'
+    sep = ";" if key == "milestones" else ","
+    values = [v for v in value.split(sep) if v.strip()]
+    if not values:
+        raise UserError(f"--axis {key}: give at least one value")
+    return values
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, tuple):
+        return ",".join(f"{v:g}" for v in value)
+    return str(value)

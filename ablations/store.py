@@ -1,0 +1,358 @@
+"""The run store: one SQLite file (`<results>/runs.sqlite`) that the grid fills and resumes from.
+
+Each finished run is written in one transaction, so a process killed at any point (SIGKILL
+included) leaves either the whole run or none of it. WAL lets the report read while a grid
+writes, and claims take the write lock up front (BEGIN IMMEDIATE) so two grid processes
+sharing a store never train the same run at once. Standard library only: the report reads
+the store on machines without torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import secrets
+import socket
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from ablations.config import TrainConfig
+from ablations.errors import UserError, run_cli, unknown_name
+
+STORE_NAME = "runs.sqlite"
+SCHEMA_VERSION = 1
+STATUSES = ("queued", "running", "done", "failed", "diverged")
+FINAL_STATUSES = ("done", "diverged", "failed")
+RESULT_FIELDS = (
+    "error", "wall_s", "final_test_acc", "final_train_acc", "best_test_acc", "final_test_loss",
+    "final_train_loss", "train_images_per_s", "peak_memory_bytes", "diverged_epoch",
+)
+EPOCH_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_s")
+# Long enough to outlast the other process's largest transaction (one finished run).
+BUSY_TIMEOUT_S = 30.0
+_HINT = "run `python -m ablations.run_grid` first"
+
+_SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    f"""CREATE TABLE IF NOT EXISTS runs (
+        run_id TEXT PRIMARY KEY, cell_id TEXT NOT NULL, seed INTEGER NOT NULL, config TEXT NOT NULL,
+        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+        error TEXT, owner TEXT, heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0,
+        started_at REAL, finished_at REAL, wall_s REAL, final_test_acc REAL, final_train_acc REAL,
+        best_test_acc REAL, final_test_loss REAL, final_train_loss REAL, train_images_per_s REAL,
+        peak_memory_bytes INTEGER, diverged_epoch INTEGER, provenance TEXT, grid TEXT)""",
+    "CREATE INDEX IF NOT EXISTS runs_status ON runs (status)",
+    """CREATE TABLE IF NOT EXISTS epochs (
+        run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
+        lr REAL, train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL, seconds REAL,
+        images_per_s REAL, PRIMARY KEY (run_id, epoch))""",
+)
+
+
+def new_owner() -> str:
+    """A claim holder's name: the host and pid say who, the random part survives pid reuse."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+def _owner_died_here(owner: str | None) -> bool:
+    """True if `owner` (host:pid:token) names a process of this host that is gone."""
+    parts = (owner or "").split(":")
+    if len(parts) != 3 or parts[0] != socket.gethostname() or not parts[1].isdigit():
+        return False
+    try:
+        os.kill(int(parts[1]), 0)  # signal 0: only asks whether the pid exists
+    except ProcessLookupError:
+        return True
+    except PermissionError:  # exists, owned by another user
+        return False
+    return False
+
+
+def store_path(results: str | os.PathLike) -> Path:
+    """The store file of a results folder."""
+    return Path(results) / STORE_NAME
+
+
+class Store:
+    """Queue, claims and results of an ablation grid; safe to share between processes.
+
+    One connection per Store, guarded by a lock so a heartbeat thread can share it. Do not
+    carry a Store across fork(): open a new one in the child.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, _create: bool = True) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():  # a results folder given where its store file was meant
+            self.path = store_path(self.path)
+        if _create:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        elif not self.path.is_file():
+            raise UserError(f"no run store at {self.path}; {_HINT}")
+        self._lock = threading.RLock()
+        # mode=rw: opening a store must never leave an empty file behind it.
+        uri = self.path.resolve().as_uri() + ("" if _create else "?mode=rw")
+        # Autocommit mode: every transaction is explicit. Any thread may call under self._lock.
+        self._conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+                                     check_same_thread=False)
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._setup(_create)
+        except BaseException as err:
+            self._conn.close()
+            # A bad file is the user's to fix; contention ("database is locked") is not.
+            if isinstance(err, sqlite3.DatabaseError) and "locked" not in str(err):
+                raise UserError(f"{self.path} cannot be opened as a run store ({err}); {_HINT}") from None
+            raise
+
+    @classmethod
+    def open_existing(cls, path: str | os.PathLike) -> Store:
+        """Open a store the grid wrote; never creates one (the report and the CLI use this)."""
+        return cls(path, _create=False)
+
+    def _setup(self, create: bool) -> None:
+        db = self._conn
+        # synchronous FULL fsyncs each commit: a finished run costs minutes, the fsync milliseconds.
+        db.execute("PRAGMA synchronous = FULL")
+        db.execute("PRAGMA foreign_keys = ON")
+        if create:  # WAL is stored in the file; setting it on a file we only open would write to it
+            db.execute("PRAGMA journal_mode = WAL")
+        if create and self._version() is None:
+            with self._write():
+                # Checked again under the write lock: another process may have just created it.
+                if self._version() is None:
+                    if db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]:
+                        raise UserError(f"{self.path} is an SQLite file but not a run store; use another path")
+                    for statement in _SCHEMA:
+                        db.execute(statement)
+                    db.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        version = self._version()
+        if version is None:
+            raise UserError(f"{self.path} is not a run store; {_HINT}")
+        if version > SCHEMA_VERSION:
+            raise UserError(f"{self.path} has store schema {version}, newer than this code's {SCHEMA_VERSION}")
+
+    def _version(self) -> int | None:
+        if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
+            return None
+        row = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        return int(row[0]) if row else None
+
+    # ---- transactions ------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._conn.execute(begin)
+            try:
+                yield self._conn
+            except BaseException:
+                if self._conn.in_transaction:
+                    self._conn.execute("ROLLBACK")
+                raise
+            self._conn.execute("COMMIT")
+
+    def _write(self) -> Any:  # takes the write lock at BEGIN: no deadlock upgrading a read lock
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()  # the last connection to close checkpoints and removes the WAL file
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---- queue and claims --------------------------------------------------------------
+    def enqueue(self, configs: Iterable[TrainConfig], grid: str | None = None) -> int:
+        """Add configs as queued runs; runs already present (any status) are left alone."""
+        rows = [(c.run_id, c.cell_id, c.seed, json.dumps(c.to_dict(), sort_keys=True), grid) for c in configs]
+        with self._write() as db:
+            sql = "INSERT OR IGNORE INTO runs (run_id, cell_id, seed, config, grid) VALUES (?, ?, ?, ?, ?)"
+            return db.executemany(sql, rows).rowcount  # ignored rows do not count
+
+    def status_of(self, run_ids: Iterable[str]) -> dict[str, str]:
+        """Status per run id; ids not in the store are left out."""
+        ids = list(run_ids)
+        out: dict[str, str] = {}
+        for start in range(0, len(ids), 500):  # stay under SQLite's bound-parameter limit
+            chunk = ids[start : start + 500]
+            marks = ", ".join("?" * len(chunk))
+            out.update(self._query(f"SELECT run_id, status FROM runs WHERE run_id IN ({marks})", chunk))
+        return out
+
+    def claim(self, run_id: str, owner: str, stale_after_s: float = 120.0) -> bool:
+        """Take a run to train: queued or failed, or running under a claim whose heartbeat
+        stopped (its process died). Done and diverged runs are never claimed again."""
+        with self._write() as db:
+            now = time.time()  # read after the lock is held: waiting for it must not age the cutoff
+            row = db.execute("SELECT owner FROM runs WHERE run_id = ? AND status = 'running'", (run_id,)).fetchone()
+            # A claim of a process on this host that no longer exists is dead now, not in a minute:
+            # a grid killed with SIGKILL and started again resumes its runs at once.
+            dead_owner = row["owner"] if row is not None and _owner_died_here(row["owner"]) else None
+            return db.execute(
+                """UPDATE runs SET status = 'running', owner = ?, heartbeat = ?, started_at = ?,
+                       attempts = attempts + 1
+                   WHERE run_id = ? AND (status IN ('queued', 'failed')
+                         OR (status = 'running' AND (heartbeat IS NULL OR heartbeat <= ? OR owner = ?)))""",
+                (owner, now, now, run_id, now - stale_after_s, dead_owner),
+            ).rowcount == 1
+
+    def heartbeat(self, run_id: str, owner: str) -> bool:
+        """Keep a claim alive; False means another process took it over: stop training it."""
+        with self._write() as db:
+            return db.execute(
+                "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
+                (time.time(), run_id, owner),
+            ).rowcount == 1
+
+    def finish(self, run_id: str, owner: str, result: dict[str, Any], provenance: dict[str, Any]) -> None:
+        """Record a finished run and its epochs in one transaction, replacing any earlier result.
+
+        Written even if the claim was taken over meanwhile (the result is still valid; the new
+        owner learns from its next heartbeat), but a failed result never overwrites a done or
+        diverged one, so a late failure report cannot erase a finished run."""
+        status = result.get("status")
+        if status not in FINAL_STATUSES:
+            raise ValueError(f"result status must be one of {FINAL_STATUSES}, got {status!r}")
+        epochs = [tuple(_scalar(e.get(k)) for k in EPOCH_FIELDS) for e in result.get("epochs") or ()]
+        values = [_scalar(result.get(k)) for k in RESULT_FIELDS]
+        blob = json.dumps(provenance, sort_keys=True, default=str)
+        with self._write() as db:
+            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+            if row is None:
+                raise ValueError(f"run {run_id} is not in the store {self.path}; enqueue it first")
+            if status == "failed" and row["status"] in ("done", "diverged"):
+                return
+            db.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
+            db.executemany(
+                f"INSERT INTO epochs (run_id, {', '.join(EPOCH_FIELDS)}) VALUES (?{', ?' * len(EPOCH_FIELDS)})",
+                [(run_id, *e) for e in epochs],
+            )
+            sets = ", ".join(f"{k} = ?" for k in RESULT_FIELDS)
+            db.execute(
+                f"""UPDATE runs SET status = ?, {sets}, provenance = ?, finished_at = ?,
+                        owner = NULL, heartbeat = NULL WHERE run_id = ?""",
+                (status, *values, blob, time.time(), run_id),
+            )
+
+    def fail(self, run_id: str, owner: str, error: str) -> bool:
+        """Mark a run failed; ignored (False) if `owner` no longer holds its claim."""
+        return self._drop_claim(run_id, owner, "status = 'failed', error = ?, finished_at = ?", (error, time.time()))
+
+    def release(self, run_id: str, owner: str) -> bool:
+        """Hand a claim back after a clean interruption (Ctrl-C): the run is queued again."""
+        return self._drop_claim(run_id, owner, "status = 'queued'", ())
+
+    def _drop_claim(self, run_id: str, owner: str, sets: str, params: tuple[Any, ...]) -> bool:
+        # Only the holder may: a process whose claim was taken over must not undo the takeover.
+        with self._write() as db:
+            return db.execute(
+                f"""UPDATE runs SET {sets}, owner = NULL, heartbeat = NULL
+                    WHERE run_id = ? AND owner = ? AND status = 'running'""",
+                (*params, run_id, owner),
+            ).rowcount == 1
+
+    # ---- reading -----------------------------------------------------------------------
+    def runs(self, status: str | None = None) -> list[dict[str, Any]]:
+        """Run rows in enqueue order, with config and provenance decoded from JSON."""
+        if status is not None and status not in STATUSES:
+            raise unknown_name("status", status, STATUSES)
+        where = "" if status is None else " WHERE status = ?"
+        rows = self._query(f"SELECT * FROM runs{where} ORDER BY rowid", () if status is None else (status,))
+        decode = ("config", "provenance")
+        return [{k: json.loads(v) if k in decode and v is not None else v for k, v in dict(r).items()} for r in rows]
+
+    def epochs(self, run_id: str | None = None) -> list[dict[str, Any]]:
+        where = "" if run_id is None else " WHERE run_id = ?"
+        rows = self._query(f"SELECT * FROM epochs{where} ORDER BY run_id, epoch", () if run_id is None else (run_id,))
+        return [dict(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        """Runs per status, every status listed (0 if none)."""
+        found = dict(self._query("SELECT status, count(*) FROM runs GROUP BY status"))
+        return {s: found.get(s, 0) for s in STATUSES}
+
+    def export_csv(self, out_dir: str | os.PathLike) -> list[Path]:
+        """Write runs.csv (config flattened to config.<key> columns) and epochs.csv."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        # One read transaction: both files describe the same moment of a store being written.
+        with self._transaction("BEGIN"):
+            columns = [r["name"] for r in self._query("PRAGMA table_info(runs)")]
+            runs, epochs = self.runs(), self.epochs()
+        keys: dict[str, None] = {}
+        for run in runs:
+            keys.update(dict.fromkeys(run["config"] or {}))
+        head = [c for c in columns if c not in ("config", "provenance")]
+        header = head + [f"config.{k}" for k in keys] + ["provenance"]
+        rows = [
+            [run[c] for c in head]
+            + [_cell((run["config"] or {}).get(k)) for k in keys]
+            + [None if run["provenance"] is None else json.dumps(run["provenance"], sort_keys=True)]
+            for run in runs
+        ]
+        epoch_header = ["run_id", *EPOCH_FIELDS]
+        epoch_rows = [[e[c] for c in epoch_header] for e in epochs]
+        return [_write_csv(out / "runs.csv", header, rows), _write_csv(out / "epochs.csv", epoch_header, epoch_rows)]
+
+
+def _scalar(value: Any) -> Any:
+    """A value SQLite can bind; numpy and torch scalars arrive from the training loop.
+    SQLite stores NaN (a diverged loss) as NULL."""
+    if hasattr(value, "item"):
+        value = value.item()
+    if value is None or isinstance(value, (int, float, str)):
+        return value
+    raise TypeError(f"cannot store {type(value).__name__} value {value!r}")
+
+
+def _cell(value: Any) -> Any:  # a list (milestones) as JSON, which pandas and people can read back
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    # Written beside the target then renamed, so a reader never sees half a file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
+
+
+# ---- command line ----------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ablations.store", description="Read the run store of a grid.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write runs.csv and epochs.csv")
+    for sub in (export, commands.add_parser("summary", help="print how many runs are in each status")):
+        sub.add_argument("--results", default="results", help="results folder holding runs.sqlite (default: results)")
+    export.add_argument("--out", help="folder for the CSV files (default: the results folder)")
+    args = parser.parse_args(argv)
+    with Store.open_existing(store_path(args.results)) as store:
+        if args.command == "export":
+            for path in store.export_csv(args.out or store.path.parent):
+                print(path)
+        else:
+            counts = store.counts()
+            for status, n in counts.items():
+                print(f"{status:<9} {n}")
+            print(f"{'total':<9} {sum(counts.values())}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

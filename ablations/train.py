@@ -1,0 +1,107 @@
+"""python -m ablations.train: one training run, one aligned line per epoch, then a summary.
+
+Every TrainConfig field is a kebab-case flag (the same names the grid uses for axes), so
+`--weight-decay 1e-3` here and `--axis weight-decay=0,1e-3` in the grid mean the same thing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import typing
+
+from ablations.config import AUGMENT_OPS, DATASETS, MODELS, PRECISIONS, SCHEDULES, TrainConfig, field_types
+from ablations.errors import run_cli
+
+HELP = {
+    "dataset": f"one of {', '.join(DATASETS)}",
+    "data_root": "folder with the torchvision dataset files (default: $ABLATIONS_DATA_ROOT, else ./data)",
+    "train_subset": "class-balanced training subset size (default: the whole split)",
+    "test_subset": "class-balanced test subset size (default: the whole split)",
+    "model": f"one of {', '.join(MODELS)}",
+    "image_size": "model input size in px (default: 96 for seed_resnet, native for the adaptive model)",
+    "augment": f"policy, or several joined by '+': {', '.join(AUGMENT_OPS)}",
+    "schedule": f"learning-rate schedule: {', '.join(SCHEDULES)}",
+    "milestones": "comma-separated epochs where step/multistep decay (default: 75%% / 50%%,75%% of the run)",
+    "gamma": "decay factor (default: 0.1 for step/multistep, 0.9 per epoch for exponential)",
+    "precision": f"one of {', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA, fp32 elsewhere)",
+    "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m ablations.train", description="Train one ResNet run and print its metrics per epoch."
+    )
+    defaults = TrainConfig()
+    for name, hint in field_types().items():
+        flag = "--" + name.replace("_", "-")
+        default = getattr(defaults, name)
+        text = f"{HELP.get(name, name.replace('_', ' '))} [default: {default}]"
+        if hint is bool:
+            parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            metavar = "LIST" if typing.get_origin(hint) is tuple else name.upper()
+            parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=text)
+    parser.add_argument("--json", action="store_true", help="end stdout with one JSON line summarising the run")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    given = {k: v for k, v in vars(args).items() if k in field_types() and v is not None}
+    return TrainConfig.from_mapping(given)
+
+
+def format_epoch(m: dict, epochs: int) -> str:
+    width = len(str(epochs))
+    test = (
+        f"test loss {m['test_loss']:.4f} acc {100 * m['test_acc']:6.2f}%"
+        if m.get("test_acc") is not None
+        else "test  (skipped: loss not finite)"
+    )
+    return (
+        f"epoch {m['epoch']:>{width}}/{epochs}  lr {m['lr']:.4g}  "
+        f"train loss {m['train_loss']:.4f} acc {100 * m['train_acc']:6.2f}%  {test}  "
+        f"{m['seconds']:6.1f} s  {m['images_per_s']:8,.0f} img/s"
+    )
+
+
+def describe(cfg: TrainConfig) -> str:
+    return (
+        f"run {cfg.run_id}: {cfg.dataset} {cfg.model} augment={cfg.augment} weight-decay={cfg.weight_decay:g} "
+        f"schedule={cfg.schedule} lr={cfg.lr:g} epochs={cfg.epochs} batch={cfg.batch_size} seed={cfg.seed}"
+    )
+
+
+def summary_line(cfg: TrainConfig, result) -> str:
+    if result.status == "diverged":
+        return f"diverged: loss not finite at epoch {result.diverged_epoch}, after {result.wall_s:.1f} s"
+    return (
+        f"done: test acc {100 * result.final_test_acc:.2f}% (best {100 * result.best_test_acc:.2f}%), "
+        f"train acc {100 * result.final_train_acc:.2f}%, {len(result.epochs)} epochs in {result.wall_s:.1f} s, "
+        f"{result.train_images_per_s:,.0f} train img/s on {result.device_name}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    from ablations.trainer import train  # torch loads only once the flags are known to be valid
+
+    print(describe(cfg), flush=True)
+    result = train(cfg, on_epoch=lambda m: print(format_epoch(m, cfg.epochs), flush=True))
+    print(summary_line(cfg, result), flush=True)
+    if args.json:
+        summary = {k: v for k, v in result.to_dict().items() if k != "epochs"}
+        summary.update(run_id=cfg.run_id, config=cfg.to_dict(), epochs_run=len(result.epochs))
+        print(json.dumps(summary), flush=True)
+    return 0 if result.status == "done" else 1
+
+
+def cli() -> None:
+    run_cli(lambda: main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

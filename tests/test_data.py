@@ -1,0 +1,75 @@
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ablations.data import balanced_indices, load_dataset, resolve_data_root
+from ablations.errors import UserError
+
+# Send any download attempt to a closed port on this machine: "no network", on every machine.
+NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0.1:9", "NO_PROXY": ""}
+
+
+def test_mnist_is_uint8_nchw_with_the_real_split_sizes():
+    ds = load_dataset("mnist")
+    assert ds.train_images.shape == (60_000, 1, 28, 28) and ds.train_images.dtype == torch.uint8
+    assert ds.test_images.shape == (10_000, 1, 28, 28)
+    assert ds.train_labels.dtype == torch.int64 and ds.num_classes == 10
+    assert 30 < ds.train_images.float().mean() < 40  # MNIST's mean pixel is 33.3 / 255
+
+
+def test_subsets_are_class_balanced_and_seeded():
+    a = load_dataset("mnist", train_subset=1000, test_subset=205)
+    b = load_dataset("mnist", train_subset=1000, test_subset=205)
+    assert torch.equal(a.train_images, b.train_images)
+    assert torch.bincount(a.train_labels, minlength=10).tolist() == [100] * 10
+    assert sorted(torch.bincount(a.test_labels, minlength=10).tolist()) == [20] * 5 + [21] * 5
+
+
+def test_balanced_indices_are_distinct():
+    labels = torch.arange(1000) % 10
+    idx = balanced_indices(labels, 500, 10)
+    assert len(set(idx.tolist())) == 500
+    assert torch.bincount(labels[idx]).tolist() == [50] * 10
+
+
+def test_subset_larger_than_the_split_is_an_error():
+    with pytest.raises(UserError, match=r"train-subset 70000 is larger than the mnist train split \(60000 images\)"):
+        load_dataset("mnist", train_subset=70_000)
+
+
+def test_synthetic_is_small_and_deterministic():
+    a, b = load_dataset("synthetic"), load_dataset("synthetic")
+    assert a.train_images.shape == (1024, 1, 28, 28) and a.test_images.shape == (512, 1, 28, 28)
+    assert torch.equal(a.train_images, b.train_images)
+    assert torch.bincount(a.train_labels).tolist() == [103] * 4 + [102] * 6  # 1,024 = 10 x 102 + 4
+
+
+def test_data_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("ABLATIONS_DATA_ROOT", str(tmp_path))
+    assert str(resolve_data_root("/given")) == "/given"
+    assert resolve_data_root(None) == tmp_path
+    monkeypatch.delenv("ABLATIONS_DATA_ROOT")
+    assert str(resolve_data_root(None)) == "data"
+
+
+def test_missing_dataset_without_network_names_the_path_flag_and_variable(monkeypatch, tmp_path):
+    for key, value in NO_NETWORK.items():
+        monkeypatch.setenv(key, value)
+    with pytest.raises(UserError) as err:
+        load_dataset("fashion_mnist", data_root=str(tmp_path))
+    message = str(err.value)
+    assert str(tmp_path / "FashionMNIST") in message
+    assert "--data-root" in message and "$ABLATIONS_DATA_ROOT" in message and "download failed" in message
+
+
+def test_cli_missing_dataset_exits_2_with_one_line_and_no_traceback(tmp_path):
+    env = {**__import__("os").environ, **NO_NETWORK}
+    proc = subprocess.run(
+        [sys.executable, "-m", "ablations.train", "--dataset", "mnist", "--data-root", str(tmp_path), "--epochs", "1"],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: mnist not found under") and "Traceback" not in proc.stderr

@@ -1,0 +1,342 @@
+"""The run store: idempotent queue, exclusive claims, atomic results, crash and concurrency safety.
+
+Every test uses a real SQLite file under tmp_path; the concurrency and crash tests use real
+processes because in-process threads would share one connection and prove nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablations.config import TrainConfig
+from ablations.errors import UserError
+from ablations.store import STORE_NAME, Store, new_owner
+
+REPO = Path(__file__).resolve().parents[1]
+PROVENANCE = {"git_commit": "abc123", "torch": None, "host": "test"}
+
+
+def configs(n: int) -> list[TrainConfig]:
+    return [TrainConfig(dataset="synthetic", seed=i, epochs=1) for i in range(n)]
+
+
+def result(n_epochs: int = 2, status: str = "done", **extra: object) -> dict:
+    epochs = [
+        {"epoch": e, "lr": 0.1, "train_loss": 1.0 / (e + 1), "train_acc": 0.5, "test_loss": 1.1,
+         "test_acc": 0.4 + e / 100, "seconds": 0.5, "images_per_s": 1000.0}
+        for e in range(n_epochs)
+    ]
+    return {"status": status, "epochs": epochs, "wall_s": 1.0, "final_test_acc": 0.4, **extra}
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    with Store(tmp_path / STORE_NAME) as s:
+        yield s
+
+
+def python(script: str, *args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.Popen([sys.executable, "-c", script, *args], cwd=REPO, env=env, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kwargs)
+
+
+# ---- queue and results -----------------------------------------------------------------
+def test_enqueue_is_idempotent(store: Store) -> None:
+    assert store.enqueue(configs(5), grid="g") == 5
+    assert store.enqueue(configs(5), grid="g") == 0
+    assert store.enqueue(configs(7), grid="g") == 2
+    assert len(store.runs()) == 7
+    assert store.counts() == {"queued": 7, "running": 0, "done": 0, "failed": 0, "diverged": 0}
+    run = store.runs()[0]
+    cfg = configs(1)[0]
+    assert (run["run_id"], run["cell_id"], run["grid"]) == (cfg.run_id, cfg.cell_id, "g")
+    assert TrainConfig.from_mapping(run["config"]) == cfg
+
+
+def test_store_reopens_with_its_data(tmp_path: Path) -> None:
+    with Store(tmp_path / "sub" / STORE_NAME) as s:
+        s.enqueue(configs(3), grid=None)
+    with Store.open_existing(tmp_path / "sub" / STORE_NAME) as s:
+        assert s.counts()["queued"] == 3
+        assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_finish_writes_run_and_epochs(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    owner = new_owner()
+    assert store.claim(cfg.run_id, owner)
+    store.finish(cfg.run_id, owner, result(3, best_test_acc=0.42, peak_memory_bytes=123), PROVENANCE)
+    (run,) = store.runs("done")
+    assert run["final_test_acc"] == 0.4 and run["best_test_acc"] == 0.42 and run["peak_memory_bytes"] == 123
+    assert run["final_train_acc"] is None and run["error"] is None  # missing keys are NULL
+    assert run["owner"] is None and run["attempts"] == 1 and run["finished_at"] >= run["started_at"]
+    assert run["provenance"] == PROVENANCE
+    assert [e["epoch"] for e in store.epochs(cfg.run_id)] == [0, 1, 2]
+    assert store.status_of([cfg.run_id, "missing"]) == {cfg.run_id: "done"}
+
+
+def test_second_finish_replaces_epochs(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    owner = new_owner()
+    store.claim(cfg.run_id, owner)
+    store.finish(cfg.run_id, owner, result(4), PROVENANCE)
+    store.finish(cfg.run_id, owner, result(2, status="diverged", diverged_epoch=1), PROVENANCE)
+    assert len(store.epochs()) == 2
+    (run,) = store.runs()
+    assert (run["status"], run["diverged_epoch"]) == ("diverged", 1)
+
+
+def test_failed_result_never_overwrites_a_finished_run(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    owner = new_owner()
+    store.claim(cfg.run_id, owner)
+    store.finish(cfg.run_id, owner, result(2), PROVENANCE)
+    store.finish(cfg.run_id, owner, result(0, status="failed", error="late"), PROVENANCE)
+    assert not store.fail(cfg.run_id, owner, "late")
+    assert store.status_of([cfg.run_id]) == {cfg.run_id: "done"} and len(store.epochs()) == 2
+
+
+def test_fail_and_release(store: Store) -> None:
+    a, b = configs(2)
+    store.enqueue([a, b], grid=None)
+    owner = new_owner()
+    store.claim(a.run_id, owner)
+    store.claim(b.run_id, owner)
+    assert store.fail(a.run_id, owner, "CUDA out of memory")
+    assert store.release(b.run_id, owner)
+    assert store.status_of([a.run_id, b.run_id]) == {a.run_id: "failed", b.run_id: "queued"}
+    assert store.runs("failed")[0]["error"] == "CUDA out of memory"
+    assert store.claim(a.run_id, new_owner())  # a failed run is retried
+    assert store.runs("running")[0]["attempts"] == 2
+
+
+# ---- claims ----------------------------------------------------------------------------
+def test_claim_is_exclusive(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    first, second = new_owner(), new_owner()
+    assert first != second
+    assert store.claim(cfg.run_id, first)
+    assert not store.claim(cfg.run_id, second)
+    assert not store.claim("no-such-run", second)
+    assert store.heartbeat(cfg.run_id, first)
+    assert not store.heartbeat(cfg.run_id, second)
+
+
+def test_done_and_diverged_runs_are_never_claimed(store: Store) -> None:
+    done, diverged = configs(2)
+    store.enqueue([done, diverged], grid=None)
+    owner = new_owner()
+    for cfg, status in ((done, "done"), (diverged, "diverged")):
+        store.claim(cfg.run_id, owner)
+        store.finish(cfg.run_id, owner, result(1, status=status), PROVENANCE)
+        assert not store.claim(cfg.run_id, new_owner(), stale_after_s=0)
+
+
+def test_stale_claim_is_taken_over(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    dead, alive = new_owner(), new_owner()
+    assert store.claim(cfg.run_id, dead)
+    assert not store.claim(cfg.run_id, alive, stale_after_s=60)
+    time.sleep(0.05)
+    assert store.claim(cfg.run_id, alive, stale_after_s=0.02)
+    assert not store.heartbeat(cfg.run_id, dead)
+    assert not store.release(cfg.run_id, dead)  # the old owner cannot undo the takeover
+    assert store.heartbeat(cfg.run_id, alive)
+    (run,) = store.runs()
+    assert (run["owner"], run["attempts"], run["status"]) == (alive, 2, "running")
+
+
+# ---- processes -------------------------------------------------------------------------
+WORKER = """
+import json, sys, time
+from ablations.store import Store, new_owner
+path, ids = sys.argv[1], sys.argv[2].split(",")
+owner, finished = new_owner(), []
+with Store(path) as store:
+    print("ready", flush=True)
+    sys.stdin.readline()  # start together with the other worker
+    for run_id in ids:
+        if store.claim(run_id, owner):
+            time.sleep(0.01)  # "train", so the two processes interleave
+            epochs = [{"epoch": e, "test_acc": 0.5} for e in range(3)]
+            store.finish(run_id, owner, {"status": "done", "epochs": epochs}, {"owner": owner})
+            finished.append(run_id)
+print(json.dumps({"owner": owner, "finished": finished}))
+"""
+
+
+def test_two_processes_share_a_store(tmp_path: Path) -> None:
+    path = tmp_path / STORE_NAME
+    cfgs = configs(40)
+    ids = [c.run_id for c in cfgs]
+    with Store(path) as s:
+        s.enqueue(cfgs, grid="g")
+    workers = [python(WORKER, str(path), ",".join(ids)) for _ in range(2)]
+    assert [w.stdout.readline().strip() for w in workers] == ["ready", "ready"]
+    for w in workers:
+        w.stdin.write("go\n")
+        w.stdin.flush()
+    reports = []
+    for w in workers:
+        out, err = w.communicate(timeout=60)
+        assert w.returncode == 0, err
+        reports.append(json.loads(out))
+    finished = [set(r["finished"]) for r in reports]
+    assert sum(len(r["finished"]) for r in reports) == 40  # claims that succeeded
+    assert finished[0] | finished[1] == set(ids) and not finished[0] & finished[1]
+    assert all(finished), "one worker did all the runs: the test did not exercise concurrency"
+    with Store.open_existing(path) as s:
+        runs = s.runs()
+        assert {r["status"] for r in runs} == {"done"} and {r["attempts"] for r in runs} == {1}
+        for report in reports:  # each run's result came from the owner that claimed it
+            assert {r["run_id"] for r in runs if r["provenance"]["owner"] == report["owner"]} == set(report["finished"])
+        assert len(s.epochs()) == 40 * 3
+
+
+CRASHER = """
+import json, sys
+from ablations.store import Store, new_owner
+path, victim, others = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
+owner = new_owner()
+store = Store(path)
+assert store.claim(victim, owner)
+print(owner, flush=True)
+epochs = [{"epoch": e, "lr": 0.1, "train_loss": 1.0, "test_acc": 0.5} for e in range(200)]
+for run_id in others:
+    assert store.claim(run_id, owner)
+    store.finish(run_id, owner, {"status": "done", "epochs": epochs}, {})
+    print(run_id, flush=True)
+sys.stdin.readline()  # ran out of work before the kill: wait for it
+"""
+
+
+def test_sigkill_mid_way_loses_nothing(tmp_path: Path) -> None:
+    path = tmp_path / STORE_NAME
+    cfgs = configs(41)
+    victim, others = cfgs[0].run_id, [c.run_id for c in cfgs[1:]]
+    with Store(path) as s:
+        s.enqueue(cfgs, grid=None)
+    proc = python(CRASHER, str(path), victim, ",".join(others))
+    dead_owner = proc.stdout.readline().strip()
+    reported = [proc.stdout.readline().strip() for _ in range(5)]
+    proc.kill()  # SIGKILL while it keeps finishing runs
+    proc.wait(timeout=10)
+    assert proc.returncode == -9
+    reported += [line.strip() for line in proc.stdout if line.strip()]
+    proc.stdout.close()
+    proc.stdin.close()
+    proc.stderr.close()
+
+    db = sqlite3.connect(path)
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
+    with Store.open_existing(path) as s:
+        status = s.status_of(others)
+        assert all(status[r] == "done" for r in reported)
+        epochs_per_run: dict[str, int] = {}
+        for e in s.epochs():
+            epochs_per_run[e["run_id"]] = epochs_per_run.get(e["run_id"], 0) + 1
+        for run_id, st in status.items():  # a run is either all there or not there at all
+            assert st in ("done", "running", "queued")
+            assert epochs_per_run.get(run_id, 0) == (200 if st == "done" else 0)
+        (held,) = [r for r in s.runs() if r["run_id"] == victim]
+        assert (held["status"], held["owner"]) == ("running", dead_owner)
+        # its process is gone from this host: the claim is taken over at once, staleness aside
+        assert s.claim(victim, new_owner(), stale_after_s=3600)
+        (held,) = [r for r in s.runs() if r["run_id"] == victim]
+        assert held["owner"] != dead_owner and held["attempts"] == 2
+        assert not s.heartbeat(victim, dead_owner)
+
+
+# ---- reading and the command line ------------------------------------------------------
+def test_export_csv(store: Store, tmp_path: Path) -> None:
+    cfgs = configs(3)
+    store.enqueue(cfgs, grid="g")
+    owner = new_owner()
+    for cfg in cfgs[:2]:
+        store.claim(cfg.run_id, owner)
+        store.finish(cfg.run_id, owner, result(3), PROVENANCE)
+    runs_csv, epochs_csv = store.export_csv(tmp_path / "out")
+    assert (runs_csv.name, epochs_csv.name) == ("runs.csv", "epochs.csv")
+    with open(runs_csv, newline="") as f:
+        runs = list(csv.DictReader(f))
+    with open(epochs_csv, newline="") as f:
+        epochs = list(csv.DictReader(f))
+    assert len(runs) == 3 and len(epochs) == 6
+    assert {f"config.{k}" for k in cfgs[0].to_dict()} <= set(runs[0])
+    assert "config" not in runs[0]
+    assert [r["config.seed"] for r in runs] == ["0", "1", "2"]
+    assert json.loads(runs[0]["provenance"]) == PROVENANCE
+    assert set(epochs[0]) == {"run_id", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
+                              "seconds", "images_per_s"}
+
+
+def test_open_existing_rejects_missing_and_foreign_files(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / STORE_NAME
+    with pytest.raises(UserError, match="run_grid") as err:
+        Store.open_existing(missing)
+    assert str(missing) in str(err.value)
+    assert not missing.exists()
+    junk = tmp_path / "junk.sqlite"
+    junk.write_bytes(b"not a database at all" * 100)
+    with pytest.raises(UserError, match="junk.sqlite"):
+        Store.open_existing(junk)
+    with pytest.raises(UserError, match="junk.sqlite"):
+        Store(junk)
+    empty = tmp_path / "empty.sqlite"
+    empty.touch()
+    with pytest.raises(UserError, match="not a run store"):
+        Store.open_existing(empty)
+    assert empty.stat().st_size == 0  # looking must not turn it into a database
+    other = tmp_path / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    with pytest.raises(UserError, match="not a run store"):
+        Store(other)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "ablations.store", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_missing_store_exits_2(tmp_path: Path) -> None:
+    proc = cli("summary", "--results", str(tmp_path / "empty"))
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(tmp_path / "empty") in lines[0]
+
+
+def test_cli_summary_and_export(tmp_path: Path) -> None:
+    with Store(tmp_path / STORE_NAME) as s:
+        s.enqueue(configs(2), grid=None)
+    summary = cli("summary", "--results", str(tmp_path))
+    assert summary.returncode == 0 and "queued    2" in summary.stdout and "total     2" in summary.stdout
+    export = cli("export", "--results", str(tmp_path), "--out", str(tmp_path / "csv"))
+    assert export.returncode == 0, export.stderr
+    paths = [Path(p) for p in export.stdout.split()]
+    assert [p.name for p in paths] == ["runs.csv", "epochs.csv"] and all(p.is_file() for p in paths)
+
+
+def test_claim_of_another_host_waits_for_staleness(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    remote = "some-other-host:1:abcd1234"  # pid 1 there is none of this host's business
+    assert store.claim(cfg.run_id, remote)
+    assert not store.claim(cfg.run_id, new_owner(), stale_after_s=3600)
+    assert store.claim(cfg.run_id, new_owner(), stale_after_s=0)
