@@ -127,7 +127,12 @@ class RayExecutor:
         env = {k: os.environ[k] for k in ("ABLATIONS_DATA_ROOT",) if k in os.environ}
         self._started_here = not ray.is_initialized()
         if self._started_here:
-            init = {"address": address} if address else {"num_cpus": max(os.cpu_count() or 1, int(cpus_per_run))}
+            # No address: a private instance on loopback, gone when the grid ends.
+            init = (
+                {"address": address}
+                if address
+                else {"num_cpus": max(os.cpu_count() or 1, int(cpus_per_run)), "_node_ip_address": "127.0.0.1"}
+            )
             ray.init(**init, include_dashboard=False, runtime_env={"env_vars": env}, logging_level="ERROR")
         self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=2)(run_one)
         # workers 0: as many runs at once as the cluster's CPUs (or GPUs) allow

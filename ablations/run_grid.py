@@ -116,9 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         print_dry_run(grid, configs, results)
         return 0
 
-    from ablations.backends import make_executor, preflight  # torch loads only for real work
+    from ablations.backends import BACKENDS, make_executor, preflight  # torch loads only for real work
     from ablations.execute import execute
 
+    if args.backend not in BACKENDS:  # checked before the store exists: bad input changes nothing
+        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    resolve_workers(args.workers, args.backend, configs)
     if args.backend == "local":
         preflight(configs)
     store = Store(store_path(results))
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, _raise_interrupt)
     start = time.perf_counter()
-    with tqdm(total=len(pending), unit="run", dynamic_ncols=True, file=sys.stderr) as bar:
+    with tqdm(total=len(pending), unit="run", dynamic_ncols=True, file=sys.stderr, disable=not pending) as bar:
         def on_finish(cfg: TrainConfig, result: dict) -> None:
             bar.write(finish_line(grid, cfg, result))
             bar.update(1)

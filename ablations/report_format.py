@@ -1,0 +1,133 @@
+"""Numeric tables -> text a person reads: Markdown (GitHub), LaTeX (booktabs), HTML, and CSV.
+
+The CSV keeps every column at full precision for further analysis; the other formats merge
+a mean with its std ("97.12 ± 0.31") and an interval's ends ("[96.4, 97.9]") and round.
+A missing number (one seed: no std, no interval, no test) prints as an en dash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tabulate import tabulate
+
+from ablations.errors import UserError, unknown_name
+
+FORMATS = ("md", "tex", "html", "csv")
+TABLEFMT = {"md": "github", "tex": "latex_booktabs", "html": "html"}
+MISSING = "–"
+
+LABELS = {
+    "runs": "runs", "n": "n", "n_ref": "n baseline", "test_acc": "final test acc %",
+    "best_test_acc": "best test acc %", "train_acc": "final train acc %", "gap": "train - test (points)",
+    "epochs_to_target": "epochs to target", "wall_s": "wall s / run", "images_per_s": "train images/s",
+    "diff": "diff (points)", "df": "df", "p": "p (Welch)", "p_holm": "p (Holm)", "significant": "p (Holm) < 0.05",
+    "diverged_epoch": "diverged at epoch", "run_id": "run id", "speedup": "speed-up vs baseline",
+    "utilization": "utilization %", "peak_memory_bytes": "peak memory MiB", "mean_s": "mean s / call",
+    "batch_size": "batch", "achieved_flops_per_s": "achieved TFLOP/s", "memory_format": "memory format",
+}
+
+
+def _num(digits: int) -> Callable[[Any], str]:
+    return lambda v: MISSING if _missing(v) else f"{float(v):.{digits}f}"
+
+
+def _p(v: Any) -> str:
+    if _missing(v):
+        return MISSING
+    return "< 0.001" if v < 0.001 else f"{v:.3f}"
+
+
+def _int(v: Any) -> str:
+    return MISSING if _missing(v) else f"{int(v)}"
+
+
+FORMATTERS: dict[str, Callable[[Any], str]] = {
+    "p": _p, "p_holm": _p, "n": _int, "n_ref": _int, "runs": _int, "rank": _int, "seed": _int,
+    "reached": _int, "diverged_epoch": _int, "batch_size": _int, "rounds": _int,
+    "df": _num(1), "wall_s": _num(1), "epochs_to_target": _num(1), "speedup": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
+    "images_per_s": lambda v: MISSING if _missing(v) else f"{v:,.0f}",
+    "utilization": lambda v: MISSING if _missing(v) else f"{100 * v:.1f}",
+    "peak_memory_bytes": lambda v: MISSING if _missing(v) else f"{v / 2**20:,.0f}",
+    "mean_s": lambda v: MISSING if _missing(v) else f"{v:.4g}",
+    "achieved_flops_per_s": lambda v: MISSING if _missing(v) else f"{v / 1e12:.2f}",
+    "significant": lambda v: "yes" if v is True or v == 1 else "",
+}
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+
+
+def humanize(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.DataFrame:
+    """Strings for people: mean ± std and [low, high] merged, units rounded, columns named."""
+    names = {**LABELS, **(labels or {})}
+    out: dict[str, list[str]] = {}
+    columns = list(frame.columns)
+    for col in columns:
+        if col.endswith(("_std", "_ci_low", "_ci_high")) and col.rsplit("_", 2 if "_ci_" in col else 1)[0] in columns:
+            continue  # merged into its mean's columns below
+        if col == "reached" and "epochs_to_target" in columns:
+            continue
+        fmt = FORMATTERS.get(col, _int if pd.api.types.is_integer_dtype(frame[col]) else _num(2))
+        values = [fmt(v) if not isinstance(v, str) else v for v in frame[col]]
+        if f"{col}_std" in columns:
+            values = [v if _missing(s) else f"{v} ± {s:.2f}" for v, s in zip(values, frame[f"{col}_std"], strict=True)]
+        if col == "epochs_to_target" and "reached" in columns:
+            values = [_reach(v, k, n) for v, k, n in zip(frame[col], frame["reached"], frame["n"], strict=True)]
+        out[names.get(col, col)] = values
+        if f"{col}_ci_low" in columns:
+            ci = "diff 95% CI" if col == "diff" else "95% CI"
+            out[ci] = [MISSING if _missing(lo) else f"[{lo:.2f}, {hi:.2f}]"
+                       for lo, hi in zip(frame[f"{col}_ci_low"], frame[f"{col}_ci_high"], strict=True)]
+    return pd.DataFrame(out, columns=list(out))
+
+
+def _reach(mean: float, reached: int, n: int) -> str:
+    if n == 0:
+        return MISSING
+    if reached == 0:
+        return "not reached"
+    return f"{mean:.1f}" + ("" if reached == n else f" ({reached} of {n} seeds)")
+
+
+def markdown(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
+    """The table as GitHub Markdown, ready to inline in a page."""
+    return _render(humanize(frame, labels), "md")
+
+
+def _render(shown: pd.DataFrame, fmt: str) -> str:
+    # disable_numparse: the strings are already rounded; tabulate must not re-round them.
+    return tabulate(shown, headers="keys", tablefmt=TABLEFMT[fmt], showindex=False, disable_numparse=True)
+
+
+def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
+    """'md,tex' or ('md', 'tex') -> a checked tuple in canonical order."""
+    items = formats.split(",") if isinstance(formats, str) else list(formats)
+    chosen = {f.strip().lower() for f in items if f.strip()}
+    for f in sorted(chosen - set(FORMATS)):
+        raise unknown_name("table format", f, FORMATS)
+    if not chosen:
+        raise UserError(f"--format needs at least one of: {', '.join(FORMATS)}")
+    return tuple(f for f in FORMATS if f in chosen)
+
+
+def write_table(frame: pd.DataFrame, folder: Path, name: str, formats: Iterable[str],
+                labels: dict[str, str] | None = None, shown: pd.DataFrame | None = None) -> list[Path]:
+    """`folder/name.<ext>` for each format; returns the paths written. `shown`: the columns
+    people read (default: all); the CSV always has every column."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    shown = humanize(frame if shown is None else shown, labels)
+    for fmt in formats:
+        path = folder / f"{name}.{fmt}"
+        if fmt == "csv":
+            frame.to_csv(path, index=False, lineterminator="\n")
+        else:
+            path.write_text(_render(shown, fmt) + "\n", encoding="utf-8")
+        written.append(path)
+    return written

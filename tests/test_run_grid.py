@@ -1,0 +1,165 @@
+"""The grid end to end, in real subprocesses on a real SQLite store."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ablations.store import Store, store_path
+
+SMOKE_RUNS = 8
+
+
+def grid_cmd(results: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "ablations.run_grid", "--grid", "smoke", "--results", str(results), *args]
+
+
+def run_grid(results: Path, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run(grid_cmd(results, *args), capture_output=True, text=True, timeout=timeout)
+
+
+def rows(results: Path) -> list[tuple]:
+    db = sqlite3.connect(store_path(results))
+    try:
+        assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        return db.execute("SELECT run_id, status, attempts, (SELECT COUNT(*) FROM epochs e WHERE e.run_id = r.run_id) FROM runs r").fetchall()
+    finally:
+        db.close()
+
+
+def test_smoke_end_to_end_then_resume_skips_everything(results_dir):
+    first = run_grid(results_dir, "--no-report", "--workers", "1")
+    assert first.returncode == 0, first.stderr
+    assert sum(line.startswith("done ") for line in first.stdout.splitlines()) == SMOKE_RUNS
+    assert f"{SMOKE_RUNS} done, 0 diverged, 0 failed, 0 skipped" in first.stdout
+    table = rows(results_dir)
+    assert len(table) == SMOKE_RUNS and {r[1] for r in table} == {"done"} and {r[3] for r in table} == {1}
+    with Store.open_existing(store_path(results_dir)) as store:
+        runs = store.runs()
+    assert min(r["final_test_acc"] for r in runs) > 0.5  # synthetic data is learnable: chance is 0.1
+    assert all(r["provenance"]["torch"] and r["provenance"]["device_name"] for r in runs)
+
+    again = run_grid(results_dir, "--no-report")
+    assert again.returncode == 0
+    assert f"0 done, 0 diverged, 0 failed, {SMOKE_RUNS} skipped" in again.stdout
+    assert [r[:2] for r in rows(results_dir)] == [r[:2] for r in table]
+
+
+def test_dry_run_lists_runs_and_touches_nothing(results_dir):
+    proc = run_grid(results_dir, "--dry-run", "--axis", "schedule=constant,step", "--seeds", "3")
+    assert proc.returncode == 0
+    assert "24 runs (8 cells x 3 seeds); 0 finished, 24 to run" in proc.stdout
+    assert not store_path(results_dir).exists()
+
+
+def test_sigkill_mid_grid_then_resume_runs_everything_exactly_once(results_dir):
+    proc = subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait for two finished runs, then kill mid-way through the third
+        line = proc.stdout.readline()
+        if line.startswith("done") and sum(r[1] == "done" for r in rows(results_dir)) >= 2:
+            break
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    before = rows(results_dir)
+    finished_before = {r[0] for r in before if r[1] == "done"}
+    assert 2 <= len(finished_before) < SMOKE_RUNS
+    assert any(r[1] == "running" for r in before)  # the killed run's claim is left behind
+
+    resumed = run_grid(results_dir, "--no-report", "--workers", "1")
+    assert resumed.returncode == 0, resumed.stderr
+    after = rows(results_dir)
+    assert len(after) == SMOKE_RUNS and {r[1] for r in after} == {"done"}
+    assert {r[3] for r in after} == {1}  # one epoch row per run: nothing duplicated
+    assert {r[0]: r[2] for r in after if r[0] in finished_before} == {r: 1 for r in finished_before}
+    assert f"{len(finished_before)} skipped" in resumed.stdout
+
+
+def test_two_concurrent_runners_never_run_a_run_twice(results_dir):
+    # one thread each: two runners sharing the cores must not oversubscribe them
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "1"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outputs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-500:] for o in outputs]
+    table = rows(results_dir)
+    assert len(table) == SMOKE_RUNS and {r[1] for r in table} == {"done"}
+    assert {r[2] for r in table} == {1}  # every run claimed and trained once, across both runners
+    assert {r[3] for r in table} == {1}
+
+
+def test_sigint_stops_cleanly_with_a_summary_and_keeps_finished_runs(results_dir):
+    proc = subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    while not proc.stdout.readline().startswith("done"):
+        pass
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130
+    assert "interrupted:" in out and "run the same command again to resume" in out
+    statuses = [r[1] for r in rows(results_dir)]
+    assert "running" not in statuses and statuses.count("done") >= 1  # claims handed back, results kept
+
+
+def test_a_failing_run_is_recorded_and_the_grid_goes_on(results_dir):
+    # lr=1e12 makes every loss non-finite: recorded as diverged, not raised through the grid
+    proc = run_grid(results_dir, "--no-report", "--workers", "1", "--set", "lr=1e12", "--only", "seed=0")
+    assert proc.returncode == 0, proc.stderr
+    assert "0 done, 4 diverged, 0 failed" in proc.stdout
+    with Store.open_existing(store_path(results_dir)) as store:
+        assert {r["diverged_epoch"] for r in store.runs("diverged")} == {1}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: full, quick, seed, smoke"),
+        (["--axis", "colour=red"], "error: unknown setting 'colour'; choose one of:"),
+        (["--axis", "augment=none,mixup"], "error: unknown augmentation policy 'mixup'"),
+        (["--set", "weight-decay=-1"], "error: weight-decay must be 0 or more"),
+        (["--only", "seed=7"], "error: no run of grid 'smoke' matches --only seed=7"),
+        (["--backend", "slurm"], "error: unknown backend 'slurm'; choose one of: local, ray"),
+        (["--set", "dataset=mnist", "--set", "train_subset=99999"], "error: train-subset 99999 is larger"),
+    ],
+)
+def test_bad_input_is_one_line_exit_2_and_leaves_the_store_untouched(results_dir, args, message):
+    cmd = [sys.executable, "-m", "ablations.run_grid", "--grid", "smoke", "--results", str(results_dir), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().startswith(message) and len(proc.stderr.strip().splitlines()) == 1
+    assert not store_path(results_dir).exists()
+
+
+def test_malformed_toml_exits_2(results_dir, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("seeds = [1,\n")
+    proc = subprocess.run([sys.executable, "-m", "ablations.run_grid", "--grid", str(bad), "--results", str(results_dir)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "bad.toml is not valid TOML" in proc.stderr
+    assert not store_path(results_dir).exists()
+
+
+@pytest.mark.ray
+def test_ray_backend_runs_smoke_on_a_local_cluster(results_dir, tmp_path):
+    ray_bin = Path(sys.executable).with_name("ray")
+    env = {**os.environ, "RAY_TMPDIR": str(tmp_path)}
+    port = "6391"
+    start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", port,
+                            "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
+                           capture_output=True, text=True, timeout=180, env=env)
+    assert start.returncode == 0, start.stderr[-2000:]
+    try:
+        proc = run_grid(results_dir, "--no-report", "--backend", "ray", "--address", f"127.0.0.1:{port}")
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert "on ray with 2 worker(s)" in proc.stdout
+        table = rows(results_dir)
+        assert len(table) == SMOKE_RUNS and {r[1] for r in table} == {"done"} and {r[2] for r in table} == {1}
+    finally:
+        subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120, env=env)
