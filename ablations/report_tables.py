@@ -101,7 +101,7 @@ def load_runs(store: Store) -> Runs | None:
         runs[name] = pd.Series([r[name] for r in rows], dtype=object if name == "error" else float)
     for ours, theirs in (("test_acc", "final_test_acc"), ("train_acc", "final_train_acc"),
                          ("best_test_acc", "best_test_acc")):
-        runs[ours] = pd.to_numeric(pd.Series([r[theirs] for r in rows], dtype=float)) * PCT
+        runs[ours] = pd.Series([r[theirs] for r in rows], dtype=float) * PCT
     runs["gap"] = runs["train_acc"] - runs["test_acc"]
     runs["config"] = configs
     runs["provenance"] = [r["provenance"] or {} for r in rows]
@@ -259,8 +259,7 @@ def status_table(r: Runs) -> pd.DataFrame:
 def problem_runs(r: Runs) -> pd.DataFrame:
     """Failed and diverged runs, one row each: left out of the statistics, never out of sight."""
     bad = r.runs[r.runs["status"].isin(["failed", "diverged"])]
-    errors = bad["error"].map(lambda e: "" if e is None else str(e).strip().splitlines()[0][:160] if str(e).strip() else "")
-    frame = bad[["status", *r.keys, "seed", "run_id", "diverged_epoch"]].assign(error=errors)
+    frame = bad[["status", *r.keys, "seed", "run_id", "diverged_epoch"]].assign(error=bad["error"].map(_first_line))
     return frame.sort_values(["status", *r.keys, "seed"]).reset_index(drop=True)
 
 
@@ -269,6 +268,12 @@ def _with_holm(frame: pd.DataFrame) -> pd.DataFrame:
     frame["p_holm"] = stats.holm(frame["p"].to_numpy(dtype=float)) if len(frame) else []
     frame["significant"] = frame["p_holm"] < stats.ALPHA
     return frame
+
+
+def _first_line(error: Any) -> str:
+    """One line per run in the table; the full error text is in export/runs.csv."""
+    lines = str(error or "").strip().splitlines()
+    return lines[0][:160] if lines else ""
 
 
 def _tuple(key: Any) -> tuple:

@@ -158,8 +158,10 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_report:
         from ablations.report import publish
+        from ablations.samples import write_augment_samples
 
-        publish(results=results, out=results)
+        write_augment_samples(configs, results)
+        print(f"report: {publish(results=results, out=results)}", flush=True)
     return 1 if counts.get("failed") else 0
 
 

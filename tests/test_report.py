@@ -69,7 +69,7 @@ def build_store(results: Path, augments=("none", "seed"), wds=(0.0, 1e-3), sched
             written[cfg.run_id] = {"cfg": cfg, **result}
         if extras:
             assert store.claim(failed.run_id, owner)
-            store.fail(failed.run_id, owner, "RuntimeError: out of memory\nTraceback ...")
+            store.fail(failed.run_id, owner, "RuntimeError: out of memory (at trainer.py:120)\nTried to allocate 2 GiB")
             assert store.claim(diverged.run_id, owner)
             bad = [{**e, "train_loss": float("nan"), "test_acc": 0.1} for e in epochs_for(0.1, "none", 2)]
             store.finish(diverged.run_id, owner, {"status": "diverged", "epochs": bad, "diverged_epoch": 2,
@@ -197,7 +197,7 @@ def test_interactions_leaderboard_and_status(grid) -> None:
     problems = table(results, "problem_runs")
     assert sorted(problems["status"]) == ["diverged", "failed"]
     assert problems.set_index("status").loc["diverged", "diverged_epoch"] == 2
-    assert problems.set_index("status").loc["failed", "error"] == "RuntimeError: out of memory"
+    assert problems.set_index("status").loc["failed", "error"] == "RuntimeError: out of memory (at trainer.py:120)"
 
 
 # ---- the files and the page --------------------------------------------------------------
@@ -232,6 +232,9 @@ def test_page_states_the_run_and_generated_readings(grid) -> None:
     assert f"Best cell: augment=`{best.idxmax()[0]}`" in page and f"{best.max():.2f}% final test accuracy" in page
     gap = (data.train - data.acc).groupby(data.augment).mean()
     assert f"`none` {gap['none']:+.2f} points, `seed` {gap['seed']:+.2f} points" in page
+    reached = data.assign(hit=[any(e["test_acc"] >= 0.98 for e in ep) for ep in data["epochs"]]).groupby(
+        ["augment", "weight_decay", "schedule"])["hit"].sum()
+    assert f"; {(reached == 0).sum()} of 8 cells never reached it" in page
     for name in GRID_FIGURES:
         assert f"](figures/{name}.png)" in page
     assert "Not drawn" not in page and "One seed per cell" not in page

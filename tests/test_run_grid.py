@@ -1,10 +1,12 @@
 """The grid end to end, in real subprocesses on a real SQLite store."""
 
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -149,7 +151,8 @@ def test_malformed_toml_exits_2(results_dir, tmp_path):
 @pytest.mark.ray
 def test_ray_backend_runs_smoke_on_a_local_cluster(results_dir, tmp_path):
     ray_bin = Path(sys.executable).with_name("ray")
-    env = {**os.environ, "RAY_TMPDIR": str(tmp_path)}
+    short_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
+    env = {**os.environ, "RAY_TMPDIR": short_tmp}
     port = "6391"
     start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", port,
                             "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
@@ -163,3 +166,4 @@ def test_ray_backend_runs_smoke_on_a_local_cluster(results_dir, tmp_path):
         assert len(table) == SMOKE_RUNS and {r[1] for r in table} == {"done"} and {r[2] for r in table} == {1}
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        shutil.rmtree(short_tmp, ignore_errors=True)
