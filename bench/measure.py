@@ -215,12 +215,12 @@ def flops_per_image(model_name: str, image_size: int, *, train: bool, in_channel
 
 
 def table_peak(name: str, dtype: str) -> tuple[bool, float | None]:
-    """(known GPU, its dense peak FLOP/s for `dtype` or None if it has no such units)."""
-    if dtype == "float32" and torch.backends.cudnn.allow_tf32:
-        dtype = "tfloat32"
+    """(whether GPU_PEAKS knows the GPU `name`, its dense peak FLOP/s for `dtype` or None)."""
     for pattern, peaks in GPU_PEAKS:
         if re.search(pattern, name):
-            return True, peaks.get(dtype, peaks["float32"] if dtype == "tfloat32" else None)
+            if dtype == "float32" and torch.backends.cudnn.allow_tf32 and "tfloat32" in peaks:
+                return True, peaks["tfloat32"]  # without TF32 units (V100) float32 stays on FP32 units
+            return True, peaks.get(dtype)
     return False, None
 
 

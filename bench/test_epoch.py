@@ -33,8 +33,8 @@ from bench.measure import BARE_STEP, BASELINE, CANDIDATE, ON_CUDA, dtype_name, f
 SETTINGS = {"96px": ("seed_resnet", 96), "28px": ("seed_resnet_adaptive", 28)}
 VARIANTS = ("notebook loop", "suite train_one_epoch", BARE_STEP)
 BATCH = 64
-# Images per epoch: all of MNIST on a GPU. On 2 CPU cores a 96 px step takes ~5 s and a 28 px
-# step ~0.7 s, so 4 and 16 steps: ~20 s and ~11 s per epoch.
+# Images per epoch: all of MNIST on a GPU. On 2 shared CPU cores a 96 px step took 2-8 s and a
+# 28 px step 0.2-1 s, so 4 and 16 steps keep each epoch under ~40 s.
 EPOCH_IMAGES = {"96px": 60_000, "28px": 60_000} if ON_CUDA else {"96px": 256, "28px": 1024}
 EPOCH_IMAGES_UNTIMED = BATCH  # with --benchmark-disable: one step runs every path
 ROUNDS = 2 if ON_CUDA else 1  # epochs timed after a one-step warm-up
