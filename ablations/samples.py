@@ -30,7 +30,9 @@ def write_augment_samples(configs: list[TrainConfig], out: Path, *, seed: int = 
     policies = sorted({c.augment for c in configs})
     first = configs[0]
     data = load_dataset(first.dataset, data_root=first.data_root, test_subset=min(first.test_subset or 100, 100))
-    image = data.test_images[:1].expand(SAMPLES, -1, -1, -1)
+    # an asymmetric digit (a 2) shows flips and crops; a 1 would hide them
+    shown = int((data.test_labels == 2).nonzero()[0, 0]) if bool((data.test_labels == 2).any()) else 0
+    image = data.test_images[shown : shown + 1].expand(SAMPLES, -1, -1, -1)
     size = first.input_size(data.native_size)
     fig, axes = plt.subplots(1, len(policies), figsize=(2.6 * len(policies), 2.9), squeeze=False)
     generator = torch.Generator().manual_seed(seed)

@@ -35,8 +35,13 @@ def rows(results: Path) -> list[tuple]:
 
 
 def test_smoke_end_to_end_then_resume_skips_everything(results_dir):
-    first = run_grid(results_dir, "--no-report", "--workers", "1")
+    first = run_grid(results_dir, "--workers", "1")
     assert first.returncode == 0, first.stderr
+    assert f"report: {results_dir / 'REPORT.md'}" in first.stdout
+    page = (results_dir / "REPORT.md").read_text()
+    assert "- **grid**: smoke" in page and "8 of 8 runs are done" in page
+    samples = results_dir / "figures" / "augment_samples.png"
+    assert samples.read_bytes().startswith(b"\x89PNG")
     assert sum(line.startswith("done ") for line in first.stdout.splitlines()) == SMOKE_RUNS
     assert f"{SMOKE_RUNS} done, 0 diverged, 0 failed, 0 skipped" in first.stdout
     table = rows(results_dir)
