@@ -6,6 +6,9 @@
 #      leaves finished runs in the store)
 #   4. the benchmarks (model step, transforms, loading, epoch), saved as JSON
 #   5. the report of the seed grid with the benchmark throughput tables, packed into one archive
+# A GPU machine without the network needs MNIST carried in, compressed (12 MB instead of 55):
+#   mkdir -p .gpu-data/MNIST/raw && echo /.gpu-data/ >> .git/info/exclude
+#   for f in ../shared/data/MNIST/raw/*; do gzip -c "$f" > .gpu-data/MNIST/raw/"$(basename "$f")".gz; done
 # Figures go to $OUT (default ./gpu-out). Usage:
 #   bash scripts/gpu_check.sh                 # on the GPU machine, from the repository root
 #   GPU_CHECK_TINY=1 bash scripts/gpu_check.sh   # plumbing check on a CPU in about 3 minutes
@@ -15,7 +18,8 @@ OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 # A machine without the network reads MNIST from a carried copy when one is there.
-if [ -z "${ABLATIONS_DATA_ROOT:-}" ] && [ -d "$PWD/.gpu-data/MNIST" ]; then
+if [ -z "${ABLATIONS_DATA_ROOT:-}" ] && [ -d "$PWD/.gpu-data/MNIST/raw" ]; then
+  (cd "$PWD/.gpu-data/MNIST/raw" && for f in *.gz; do [ -e "${f%.gz}" ] || gunzip -k "$f"; done)
   export ABLATIONS_DATA_ROOT=$PWD/.gpu-data
 fi
 PY=${PYTHON:-python3}
@@ -23,7 +27,7 @@ log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/gpu_check.log"; }
 
 if [ -n "${GPU_CHECK_TINY:-}" ]; then
   RUN_ARGS=(--train-subset 512 --test-subset 256 --epochs 1)
-  GRID_ARGS=(--set train_subset=256 --set test_subset=256 --set epochs=1 --seeds 1)
+  GRID_ARGS=(--set train_subset=256 --set test_subset=256 --set epochs=1 --set milestones=0.5 --seeds 1)
   BENCH_ARGS=(-k "epoch and 28px" --benchmark-disable)
   T_RUN=300; T_GRID=300; T_BENCH=300
 else
@@ -48,9 +52,10 @@ log "seed run exit $?: $(tail -n 2 "$OUT/seed_run.log" | head -n 1)"
 
 log "3/5 seed grid"
 RESULTS=$(mktemp -d)/seed
-timeout "$T_GRID" "$PY" -m ablations.run_grid --grid seed --results "$RESULTS" --no-report "${GRID_ARGS[@]}" \
-  > "$OUT/seed_grid.log" 2>/dev/null
-log "seed grid exit $?: $(tail -n 1 "$OUT/seed_grid.log")"
+# the progress bar's carriage-return updates are dropped; every other line is kept
+timeout "$T_GRID" "$PY" -m ablations.run_grid --grid seed --results "$RESULTS" --no-report "${GRID_ARGS[@]}" 2>&1 \
+  | tr '\r' '\n' | grep -vE '[0-9]+/[0-9]+ \[' > "$OUT/seed_grid.log"
+log "seed grid exit ${PIPESTATUS[0]}: $(tail -n 1 "$OUT/seed_grid.log")"
 
 log "4/5 benchmarks"
 timeout "$T_BENCH" "$PY" -m pytest bench -q -p no:cacheprovider "${BENCH_ARGS[@]}" \
@@ -60,7 +65,7 @@ log "bench exit $?: $(tail -n 1 "$OUT/bench.log")"
 log "5/5 report"
 REPORT_ARGS=(--results "$RESULTS" --out "$RESULTS")
 [ -s "$OUT/bench-gpu.json" ] && REPORT_ARGS+=(--bench "$OUT/bench-gpu.json")
-"$PY" -m ablations.report "${REPORT_ARGS[@]}" > "$OUT/report.log" 2>&1
+"$PY" -m ablations.report "${REPORT_ARGS[@]}" >> "$OUT/gpu_check.log" 2>&1
 log "report exit $?"
 tar czf "$OUT/seed-grid-results.tgz" -C "$(dirname "$RESULTS")" seed
 log "done: $(ls "$OUT" | tr '\n' ' ')"

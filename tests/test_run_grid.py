@@ -102,12 +102,13 @@ def test_two_concurrent_runners_never_run_a_run_twice(results_dir):
     assert {r[3] for r in table} == {1}
 
 
-def test_sigint_stops_cleanly_with_a_summary_and_keeps_finished_runs(results_dir):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_stops_cleanly_with_a_summary_and_keeps_finished_runs(results_dir, sig):
     proc = subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "1"), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     while not proc.stdout.readline().startswith("done"):
         pass
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode == 130
     assert "interrupted:" in out and "run the same command again to resume" in out
