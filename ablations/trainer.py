@@ -96,6 +96,19 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
+def train_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor, y: torch.Tensor, autocast
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward, backward, SGD step on one batch; returns the detached loss and logits (no sync)."""
+    with autocast:
+        logits = model(x)
+        loss = loss_fn(logits, y)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), logits.detach()
+
+
 def train_one_epoch(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -123,14 +136,9 @@ def train_one_epoch(
         idx = order[i * batch_size : (i + 1) * batch_size]
         x = policy(data.train_images[idx], generator).contiguous(memory_format=memory_format)
         y = data.train_labels[idx]
-        with autocast:
-            logits = model(x)
-            loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach().float() * len(y)
-        correct += (logits.detach().argmax(1) == y).sum()
+        loss, logits = train_step(model, optimizer, loss_fn, x, y, autocast)
+        loss_sum += loss.float() * len(y)
+        correct += (logits.argmax(1) == y).sum()
     total_loss, total_correct = torch.stack([loss_sum, correct.float()]).tolist()  # the epoch's one sync
     seconds = time.perf_counter() - start
     return {

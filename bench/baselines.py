@@ -23,6 +23,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ablations.augment import Policy
 from ablations.data import balanced_indices, resolve_data_root
+from ablations.trainer import train_step
 
 BILINEAR = InterpolationMode.BILINEAR
 
@@ -84,18 +85,6 @@ def mnist_loader(policy: Policy, n: int, *, batch_size: int, num_workers: int, s
         dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=drop_last,
         persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(seed),
     )
-
-
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module,
-               x: torch.Tensor, y: torch.Tensor, autocast) -> tuple[torch.Tensor, torch.Tensor]:
-    """Forward, backward, SGD step, as `ablations.trainer.train_one_epoch` does per batch."""
-    with autocast:
-        logits = model(x)
-        loss = loss_fn(logits, y)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    return loss.detach(), logits.detach()
 
 
 def notebook_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, loader: DataLoader, *,

@@ -28,16 +28,17 @@ from ablations.augment import build_policy
 from ablations.config import TrainConfig
 from ablations.models import build_model
 from ablations.schedules import schedule_for
-from ablations.trainer import autocast_for, make_optimizer, train_one_epoch
-from bench.baselines import bare_epoch, mnist_loader, notebook_epoch, train_step
+from ablations.trainer import autocast_for, make_optimizer, train_one_epoch, train_step
+from bench.baselines import bare_epoch, mnist_loader, notebook_epoch
 from bench.measure import BARE_STEP, BASELINE, CANDIDATE, ON_CUDA, dtype_name, flops_per_image, measure, record
 
 SETTINGS = {"96px": ("seed_resnet", 96), "28px": ("seed_resnet_adaptive", 28)}
 VARIANTS = ("notebook loop", "suite train_one_epoch", BARE_STEP)
 BATCH = 64
-# Images per epoch: all of MNIST on a GPU. On 2 shared CPU cores a 96 px step took 2-8 s and a
-# 28 px step 0.2-1 s, so 4 and 16 steps keep each epoch under ~40 s.
-EPOCH_IMAGES = {"96px": 60_000, "28px": 60_000} if ON_CUDA else {"96px": 256, "28px": 1024}
+# Images per epoch: all of MNIST on a GPU. On 2 CPU cores a 96 px step takes about 1.7 s and a
+# 28 px step about 0.2 s: 16 and 64 steps keep each epoch under ~30 s, and long enough that one
+# slow step does not swing the ratios (4 steps gave the suite 1.12x the bare step, noise).
+EPOCH_IMAGES = {"96px": 60_000, "28px": 60_000} if ON_CUDA else {"96px": 1024, "28px": 4096}
 EPOCH_IMAGES_UNTIMED = BATCH  # with --benchmark-disable: one step runs every path
 ROUNDS = 2 if ON_CUDA else 1  # epochs timed after a one-step warm-up
 

@@ -16,8 +16,7 @@ from torch import nn
 
 from ablations.config import TrainConfig
 from ablations.models import build_model
-from ablations.trainer import autocast_for, make_optimizer
-from bench.baselines import train_step
+from ablations.trainer import autocast_for, make_optimizer, train_step
 from bench.measure import BASELINE, CANDIDATE, ON_CUDA, dtype_name, flops_per_image, measure, record
 
 MODELS = {"seed_resnet-96px": ("seed_resnet", 96), "seed_resnet_adaptive-28px": ("seed_resnet_adaptive", 28)}
