@@ -23,16 +23,16 @@ STALE_AFTER_S = 60.0  # six missed heartbeats: the claim's process is gone
 class Heartbeat(threading.Thread):
     """Refreshes the claims in flight from its own SQLite connection (connections are per thread)."""
 
-    def __init__(self, path: Path, owner: str, in_flight: dict[Future, TrainConfig]) -> None:
+    def __init__(self, path: Path, owner: str, held: dict[str, TrainConfig]) -> None:
         super().__init__(daemon=True, name="store-heartbeat")
-        self.path, self.owner, self.in_flight = path, owner, in_flight
+        self.path, self.owner, self.held = path, owner, held
         self.stopped = threading.Event()
 
     def run(self) -> None:
         with Store(self.path) as store:
             while not self.stopped.wait(HEARTBEAT_EVERY_S):
-                for cfg in list(self.in_flight.values()):
-                    store.heartbeat(cfg.run_id, self.owner)
+                for run_id in list(self.held):
+                    store.heartbeat(run_id, self.owner)
 
     def stop(self) -> None:
         self.stopped.set()
@@ -49,8 +49,12 @@ def execute(
     owner = new_owner()
     queue = deque(pending)
     in_flight: dict[Future, TrainConfig] = {}
+    # Every claim not yet recorded, including one whose run the inline executor is training
+    # inside submit() (its future does not exist yet): these get heartbeats and, on an
+    # interruption, are handed back.
+    held: dict[str, TrainConfig] = {}
     counts: Counter = Counter()
-    heartbeat = Heartbeat(store.path, owner, in_flight)
+    heartbeat = Heartbeat(store.path, owner, held)
     heartbeat.start()
     try:
         while queue or in_flight:
@@ -59,6 +63,7 @@ def execute(
                 if not store.claim(cfg.run_id, owner, stale_after_s=STALE_AFTER_S):
                     counts["claimed elsewhere"] += 1  # another driver runs it, or finished it meanwhile
                     continue
+                held[cfg.run_id] = cfg
                 in_flight[executor.submit(cfg.to_dict())] = cfg
             if not in_flight:
                 break
@@ -67,11 +72,12 @@ def execute(
                 cfg = in_flight.pop(future)
                 result = _result_of(future)
                 _record(store, cfg, owner, result)
+                held.pop(cfg.run_id)
                 counts[result["status"]] += 1
                 on_finish(cfg, result)
     except BaseException:  # Ctrl-C, SIGTERM, or a bug: hand the unfinished claims back at once
-        for cfg in in_flight.values():
-            store.release(cfg.run_id, owner)
+        for run_id in held:
+            store.release(run_id, owner)
         executor.shutdown(cancel=True)
         raise
     finally:
