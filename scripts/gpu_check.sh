@@ -2,10 +2,11 @@
 # Every GPU check of the suite in one go, sized for a lent GPU (< 8 minutes on an H200):
 #   1. versions and nvidia-smi
 #   2. one `seed` run: MNIST at 96 px, seed_resnet, 20 epochs x 60,000 images (target: <= 30 s)
-#   3. the `seed` grid, several runs sharing the GPU (target: <= 10 minutes; resumable, so a cut
+#   3. memory: the bytes in use stay flat over an epoch on the device (tests/test_memory.py)
+#   4. the `seed` grid, several runs sharing the GPU (target: <= 10 minutes; resumable, so a cut
 #      leaves finished runs in the store)
-#   4. the benchmarks (model step, transforms, loading, epoch), saved as JSON
-#   5. the report of the seed grid with the benchmark throughput tables, packed into one archive
+#   5. the benchmarks (model step, transforms, loading, epoch), saved as JSON
+#   6. the report of the seed grid with the benchmark throughput tables, packed into one archive
 # A GPU machine without the network needs MNIST carried in, compressed (12 MB instead of 55):
 #   mkdir -p .gpu-data/MNIST/raw && echo /.gpu-data/ >> .git/info/exclude
 #   for f in ../shared/data/MNIST/raw/*; do gzip -c "$f" > .gpu-data/MNIST/raw/"$(basename "$f")".gz; done
@@ -37,7 +38,7 @@ else
   T_RUN=120; T_GRID=330; T_BENCH=150
 fi
 
-log "1/5 versions"
+log "1/6 versions"
 {
   nvidia-smi 2>&1 || echo "no nvidia-smi"
   "$PY" -c "import torch, torchvision, platform; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'torchvision', torchvision.__version__, 'python', platform.python_version()); print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
@@ -45,24 +46,30 @@ log "1/5 versions"
 } > "$OUT/versions.txt" 2>&1
 cat "$OUT/versions.txt" >> "$OUT/gpu_check.log"
 
-log "2/5 one seed run"
+log "2/6 one seed run"
 timeout "$T_RUN" "$PY" -m ablations.train --dataset mnist --model seed_resnet --augment seed --schedule step \
   --batch-size 64 "${RUN_ARGS[@]}" --json > "$OUT/seed_run.log" 2>&1
 log "seed run exit $?: $(tail -n 2 "$OUT/seed_run.log" | head -n 1)"
 
-log "3/5 seed grid"
+log "3/6 memory over an epoch"
+DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
+ABLATIONS_TEST_DEVICE=$DEVICE timeout 120 "$PY" -m pytest tests/test_memory.py -q -p no:cacheprovider \
+  >> "$OUT/gpu_check.log" 2>&1
+log "memory ($DEVICE) exit $?"
+
+log "4/6 seed grid"
 RESULTS=$(mktemp -d)/seed
 # the progress bar's carriage-return updates are dropped; every other line is kept
 timeout "$T_GRID" "$PY" -m ablations.run_grid --grid seed --results "$RESULTS" --no-report "${GRID_ARGS[@]}" 2>&1 \
   | tr '\r' '\n' | grep -vE '[0-9]+/[0-9]+ \[' > "$OUT/seed_grid.log"
 log "seed grid exit ${PIPESTATUS[0]}: $(tail -n 1 "$OUT/seed_grid.log")"
 
-log "4/5 benchmarks"
+log "5/6 benchmarks"
 timeout "$T_BENCH" "$PY" -m pytest bench -q -p no:cacheprovider "${BENCH_ARGS[@]}" \
   --benchmark-json="$OUT/bench-gpu.json" > "$OUT/bench.log" 2>&1
 log "bench exit $?: $(tail -n 1 "$OUT/bench.log")"
 
-log "5/5 report"
+log "6/6 report"
 REPORT_ARGS=(--results "$RESULTS" --out "$RESULTS")
 [ -s "$OUT/bench-gpu.json" ] && REPORT_ARGS+=(--bench "$OUT/bench-gpu.json")
 "$PY" -m ablations.report "${REPORT_ARGS[@]}" >> "$OUT/gpu_check.log" 2>&1
