@@ -53,7 +53,7 @@ log "seed run exit $?: $(tail -n 2 "$OUT/seed_run.log" | head -n 1)"
 
 log "3/6 memory over an epoch"
 DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-ABLATIONS_TEST_DEVICE=$DEVICE timeout 120 "$PY" -m pytest tests/test_memory.py -q -p no:cacheprovider \
+ABLATIONS_TEST_DEVICE=$DEVICE timeout 60 "$PY" -m pytest tests/test_memory.py -q -p no:cacheprovider \
   >> "$OUT/gpu_check.log" 2>&1
 log "memory ($DEVICE) exit $?"
 
