@@ -25,7 +25,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
-from ablations.models import build_model
+from ablations.models import SeedResNet, build_model
 from ablations.trainer import train_step
 
 LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last, "compile": torch.channels_last}
@@ -34,7 +34,8 @@ LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channel
 def make_step(variant: str, size: int, batch: int) -> Callable[[], object]:
     torch.manual_seed(0)
     layout = LAYOUTS[variant]
-    model_name = "seed_resnet" if size >= 52 else "seed_resnet_adaptive"
+    smallest_fixed_size = SeedResNet.INPUT_SIZE_RANGE[False][0]  # AvgPool2d(4) needs 52 px or more
+    model_name = "seed_resnet" if size >= smallest_fixed_size else "seed_resnet_adaptive"
     model = build_model(model_name, in_channels=1, num_classes=10, image_size=size).to(memory_format=layout)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     forward = torch.compile(model) if variant == "compile" else model
