@@ -1,5 +1,9 @@
 """Named augmentation policies for 28 px MNIST-like and 32 px CIFAR-10 uint8 images.
 
+A policy ("hflip+rotate") chains ops from the registry `ablations.augment_ops`; each op is a
+few primitive steps (`ablations.augment_steps`) that carry both the batched math and the
+per-sample PIL reference the tests check it against.
+
 `Policy.apply` is the batched path for uint8 (N, C, H, W) images kept on the training device,
 each sample with its own random parameters. Every geometric step (resize, crop, flip,
 rotation) is one 3x3 matrix per sample, in PIL's continuous pixel coordinates (pixel i covers
@@ -7,7 +11,6 @@ rotation) is one 3x3 matrix per sample, in PIL's continuous pixel coordinates (p
 into one matrix and a single `grid_sample` goes from the native-size images straight to the
 output size, times a 1-channel mask of where PIL's step-by-step chain shows zero fill
 (`_coverage`). Photometric steps are per-sample scalars broadcast over the batch.
-`ablations.augment_reference` holds the per-sample PIL reference the tests check it against.
 One warp interpolates once where the reference may interpolate twice (rotate after a resize),
 so such chains come out slightly sharper; and a train-side warp that shrinks (output smaller
 than the canvas) is not antialiased, unlike PIL.
@@ -21,7 +24,7 @@ is not the output size, then photometric steps in policy order):
     "<i>.rotate.angle"                              float32 degrees, counter-clockwise
     "<i>.brightness.factor", "<i>.contrast.factor"  float32 multipliers
     "<i>.hue.shift"                                 float32 fraction of the hue circle
-E.g. "seed" at 96 px from 28 px: steps resize, hflip, crop; keys "1.hflip.flip",
+E.g. "notebook" at 96 px from 28 px: steps resize, hflip, crop; keys "1.hflip.flip",
 "2.crop.top", "2.crop.left".
 """
 
@@ -34,153 +37,18 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from ablations import augment_reference as reference
+from ablations.augment_ops import OPS, ROTATE_DEGREES
+from ablations.augment_steps import BILINEAR, Resize, Step
 from ablations.config import AUGMENT_OPS, split_policy
 from ablations.errors import UserError, unknown_name
 
-# The notebook demo rotates a photo by up to 45 degrees; on digits that turns a 1 into a 7
-# and moves 6 and 9 toward each other, so +-15 degrees keeps the labels true.
-ROTATE_DEGREES = 15.0
-# ColorJitter strength: brightness/contrast factor ~ U[0.5, 1.5], hue shift ~ U[-0.5, 0.5].
-JITTER = 0.5
-# The notebook resizes to 120 px before RandomCrop(96): the crop keeps 80% of each side.
-SEED_ZOOM = 120 / 96
-# ITU-R 601 luma, as torchvision's rgb_to_grayscale: the gray level contrast blends toward.
-GRAY_WEIGHTS = (0.2989, 0.587, 0.114)
-GEOMETRIC_OPS = ("seed", "crop", "center_crop", "hflip", "vflip", "rotate")
-PHOTOMETRIC_OPS = ("brightness", "contrast", "hue")
+# Geometric ops move pixels (they join the one warp); photometric ones only change values.
+# Which steps an op makes does not depend on the sizes, so any size tells its family.
+_AT_32_PX = {name: op(32, 32) for name, op in OPS.items()}
+GEOMETRIC_OPS = tuple(name for name, steps in _AT_32_PX.items() if any(s.geometric for s in steps))
+PHOTOMETRIC_OPS = tuple(name for name, steps in _AT_32_PX.items() if steps and not any(s.geometric for s in steps))
 
-
-# ---- primitive steps -----------------------------------------------------------------------
-class _Step:
-    """Geometric steps give `matrix` (output px -> input px) and `fills` (reads outside its
-    input canvas, where PIL puts zeros); photometric ones give `apply` on [0, 1] floats."""
-
-    kind = ""
-    geometric = True
-    fills = False
-
-    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {}
-
-
-class Resize(_Step):
-    kind = "resize"
-
-    def __init__(self, *, size_in: int, size_out: int):
-        self.size_in, self.size_out = size_in, size_out
-
-    def matrix(self, p: dict, n: int, device: torch.device) -> torch.Tensor:
-        scale = self.size_in / self.size_out  # input px per output px
-        return _affine(n, device, sx=scale, sy=scale)
-
-
-class Flip(_Step):
-    def __init__(self, *, size: int, horizontal: bool):
-        self.size_in = self.size_out = size
-        self.horizontal = horizontal
-        self.kind = "hflip" if horizontal else "vflip"
-
-    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"flip": _uniform(n, 0.0, 1.0, generator) < 0.5}
-
-    def matrix(self, p: dict, n: int, device: torch.device) -> torch.Tensor:
-        flip = p["flip"].float()
-        sign, shift = 1 - 2 * flip, flip * self.size_out  # flipped: x -> size - x (px)
-        if self.horizontal:
-            return _affine(n, device, sx=sign, tx=shift)
-        return _affine(n, device, sy=sign, ty=shift)
-
-
-class Crop(_Step):
-    """RandomCrop(size_out) of the input zero-padded by `padding` px on every side."""
-
-    kind = "crop"
-
-    def __init__(self, *, size_in: int, size_out: int, padding: int = 0):
-        self.size_in, self.size_out, self.padding = size_in, size_out, padding
-        self.fills = padding > 0
-
-    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        span = self.size_in + 2 * self.padding - self.size_out + 1  # valid offsets per axis
-        return {key: torch.randint(span, (n,), generator=generator, device=generator.device)
-                for key in ("top", "left")}
-
-    def matrix(self, p: dict, n: int, device: torch.device) -> torch.Tensor:
-        pad = float(self.padding)
-        return _affine(n, device, tx=p["left"].float() - pad, ty=p["top"].float() - pad)
-
-
-class CenterCrop(_Step):
-    kind = "center_crop"
-
-    def __init__(self, *, size_in: int, size_out: int):
-        self.size_in, self.size_out = size_in, size_out
-        # torchvision's rounding of the centred window, so both paths cut the same pixels
-        self.offset = float(int(round((size_in - size_out) / 2.0)))
-
-    def matrix(self, p: dict, n: int, device: torch.device) -> torch.Tensor:
-        return _affine(n, device, tx=self.offset, ty=self.offset)
-
-
-class Rotate(_Step):
-    """RandomRotation about the canvas centre, zero fill, as PIL's rotate."""
-
-    kind = "rotate"
-    fills = True
-
-    def __init__(self, *, size: int, degrees: float):
-        self.size_in = self.size_out = size
-        self.degrees = degrees
-
-    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"angle": _uniform(n, -self.degrees, self.degrees, generator)}
-
-    def matrix(self, p: dict, n: int, device: torch.device) -> torch.Tensor:
-        rad = torch.deg2rad(p["angle"].float())
-        cos, sin, c = rad.cos(), rad.sin(), self.size_out / 2  # c: canvas centre (px)
-        # PIL: input = R (output - c) + c with R = [[cos, -sin], [sin, cos]] (y points down)
-        return _affine(n, device, sx=cos, shx=-sin, tx=c * (1 - cos + sin),
-                       shy=sin, sy=cos, ty=c * (1 - sin - cos))
-
-
-class _Jitter(_Step):
-    """A ColorJitter part: per-sample factor ~ U[1 - strength, 1 + strength]."""
-
-    geometric = False
-
-    def __init__(self, *, strength: float):
-        self.strength = strength
-
-    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"factor": _uniform(n, 1 - self.strength, 1 + self.strength, generator)}
-
-
-class Brightness(_Jitter):
-    kind = "brightness"
-
-    def apply(self, x: torch.Tensor, p: dict) -> torch.Tensor:
-        return (x * p["factor"].view(-1, 1, 1, 1)).clamp(0, 1)
-
-
-class Contrast(_Jitter):
-    kind = "contrast"
-
-    def apply(self, x: torch.Tensor, p: dict) -> torch.Tensor:
-        factor = p["factor"].view(-1, 1, 1, 1)
-        mean = _grayscale(x).mean(dim=(1, 2, 3), keepdim=True)  # one gray level per image
-        return (factor * x + (1 - factor) * mean).clamp(0, 1)
-
-
-class Hue(_Jitter):
-    kind = "hue"
-
-    def sample(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
-        return {"shift": _uniform(n, -self.strength, self.strength, generator)}
-
-    def apply(self, x: torch.Tensor, p: dict) -> torch.Tensor:
-        hue, sat, val = _rgb_to_hsv(x)
-        return _hsv_to_rgb((hue + p["shift"].view(-1, 1, 1)) % 1.0, sat, val)
+__all__ = ["GEOMETRIC_OPS", "PHOTOMETRIC_OPS", "ROTATE_DEGREES", "Policy", "build_policy"]
 
 
 # ---- policy --------------------------------------------------------------------------------
@@ -191,7 +59,7 @@ class Policy:
     native_size: int
     out_size: int
     channels: int
-    steps: tuple[_Step, ...]
+    steps: tuple[Step, ...]
 
     def sample(self, n: int, generator: torch.Generator, device=None) -> dict[str, torch.Tensor]:
         """Independent parameters for n samples, drawn with `generator`, placed on `device`."""
@@ -212,27 +80,40 @@ class Policy:
         return _normalize(x)
 
     def __call__(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Augment a batch with fresh parameters from `generator`, which this call advances.
+
+        Pass the run's own augmentation stream: were it shared with the data order, runs that
+        differ only in policy would draw different orders from the same seed (no longer paired)."""
         return self.apply(images, self.sample(images.shape[0], generator, images.device))
 
     def eval_transform(self, images: torch.Tensor) -> torch.Tensor:
         self._check(images)
         return _normalize(_resize(images.float() / 255, self.out_size))
 
+    # The per-sample PIL reference, in the notebook's style: PIL image in, normalized tensor out.
     def reference_train(self) -> T.Compose:
-        """PIL image in, normalized tensor out; each call draws new parameters."""
-        return reference.train_compose(self)
+        """Each call draws new parameters, from torch's global generator as torchvision does."""
+        return T.Compose([step.reference_random() for step in self.steps] + self._to_tensor())
 
     def reference_eval(self) -> T.Compose:
-        return reference.eval_compose(self)
+        resize = [T.Resize(self.out_size, interpolation=BILINEAR)] if self.native_size != self.out_size else []
+        return T.Compose(resize + self._to_tensor())
 
     def reference_apply(self, image: Image.Image, params: dict, index: int) -> torch.Tensor:
         """The PIL reference on one image with sample `index`'s parameters from `params`."""
-        return reference.apply_fixed(self, image, params, index)
+        for i, step in enumerate(self.steps):
+            fixed = {key: value[index].item() for key, value in self.step_params(params, i).items()}
+            image = step.reference_fixed(image, fixed)
+        return T.Compose(self._to_tensor())(image)
 
     def step_params(self, params: dict, i: int) -> dict[str, torch.Tensor]:
         """Step i's entries of `params`, keyed by the bare parameter name ("flip", "angle")."""
         prefix = f"{i}.{self.steps[i].kind}."
         return {k[len(prefix):]: v for k, v in params.items() if k.startswith(prefix)}
+
+    def _to_tensor(self) -> list:
+        half = (0.5,) * self.channels  # the notebook's Normalize(0.5, 0.5): [0, 1] -> [-1, 1]
+        return [T.ToTensor(), T.Normalize(half, half)]
 
     def _geometric(self, x: torch.Tensor, params: dict) -> torch.Tensor:
         steps = [(i, s) for i, s in enumerate(self.steps) if s.geometric]
@@ -260,51 +141,33 @@ def build_policy(policy: str, *, native_size: int, out_size: int, channels: int)
     """The policy named by `policy` ("hflip+rotate") for square images with `channels` channels."""
     ops = split_policy(policy)
     for op in ops:
-        if op not in AUGMENT_OPS:
+        if op not in OPS:
             raise unknown_name("augmentation policy", op, AUGMENT_OPS)
     if len(ops) > 1 and "none" in ops:
         raise UserError(f"augment {policy!r}: 'none' cannot be combined with other policies")
-    if "hue" in ops and channels != 3:
-        raise UserError(f"augmentation 'hue' needs RGB data (3 channels, e.g. dataset cifar10); "
-                        f"this data has {channels} channel(s)")
+    geometric: list[Step] = []
+    photometric: list[Step] = []
+    canvas = native_size  # px of the image the next geometric step reads
+    for op in ops:
+        for step in OPS[op](canvas, out_size):
+            if step.rgb_only and channels != 3:
+                raise UserError(f"augmentation {op!r} needs RGB data (3 channels, e.g. dataset cifar10); "
+                                f"this data has {channels} channel(s)")
+            if step.geometric:
+                geometric.append(step)
+                canvas = step.size_out
+            else:
+                photometric.append(step)
     if channels not in (1, 3) or native_size < 1 or out_size < 1:
         raise ValueError(f"need 1 or 3 channels and sizes >= 1 px, got {channels=} {native_size=} {out_size=}")
-    steps: list[_Step] = []
-    for op in ops:
-        if op in GEOMETRIC_OPS:
-            steps += _geometric_steps(op, steps[-1].size_out if steps else native_size, out_size)
-    canvas = steps[-1].size_out if steps else native_size
-    if canvas != out_size:
-        steps.append(Resize(size_in=canvas, size_out=out_size))
-    photometric = {"brightness": Brightness, "contrast": Contrast, "hue": Hue}
-    steps += [photometric[op](strength=JITTER) for op in ops if op in PHOTOMETRIC_OPS]
+    if canvas != out_size:  # the geometric ops leave another size: one more resize joins the warp
+        geometric.append(Resize(size_in=canvas, size_out=out_size))
+    # photometric steps run after the one warp, on the output-size image
     return Policy(name="+".join(ops), ops=ops, native_size=native_size, out_size=out_size,
-                  channels=channels, steps=tuple(steps))
-
-
-def _geometric_steps(op: str, canvas: int, out: int) -> list[_Step]:
-    """The primitive steps of one geometric op on a `canvas`-px image, for output size `out` px."""
-    zoom = round(out * SEED_ZOOM)  # 120 px at out = 96, as the notebook
-    if op == "seed":
-        return [Resize(size_in=canvas, size_out=zoom), Flip(size=zoom, horizontal=True),
-                Crop(size_in=zoom, size_out=out)]
-    if op == "center_crop":
-        return [Resize(size_in=canvas, size_out=zoom), CenterCrop(size_in=zoom, size_out=out)]
-    if op == "crop":  # the CIFAR classic: 4 px of padding at 32 px (and at 28 px)
-        return [Crop(size_in=canvas, size_out=canvas, padding=round(canvas / 8))]
-    if op == "rotate":
-        return [Rotate(size=canvas, degrees=ROTATE_DEGREES)]
-    return [Flip(size=canvas, horizontal=op == "hflip")]
+                  channels=channels, steps=tuple(geometric + photometric))
 
 
 # ---- tensor helpers ------------------------------------------------------------------------
-def _affine(n: int, device: torch.device, *, sx=1.0, shx=0.0, tx=0.0, shy=0.0, sy=1.0, ty=0.0) -> torch.Tensor:
-    """(n, 3, 3) matrices with u = sx*x + shx*y + tx, v = shy*x + sy*y + ty; scalars or (n,)."""
-    def column(v):  # torch.full, not torch.tensor: no host-to-device copy
-        return v.float() if torch.is_tensor(v) else torch.full((n,), float(v), device=device)
-    return torch.stack([column(v) for v in (sx, shx, tx, shy, sy, ty, 0, 0, 1)], dim=-1).view(n, 3, 3)
-
-
 def _grid(matrix: torch.Tensor, size_in: int, size_out: int) -> torch.Tensor:
     """(N, size_out, size_out, 2) normalized input positions for pixel matrices (N, 3, 3)."""
     # align_corners=False: input n = 2u/size_in - 1 and output x = (m + 1) * size_out/2
@@ -346,36 +209,8 @@ def _normalize(x: torch.Tensor) -> torch.Tensor:
     return (x - 0.5) / 0.5  # the notebook's Normalize(0.5, 0.5): [0, 1] -> [-1, 1]
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=generator, device=generator.device) * (high - low) + low
-
-
 def _to_device(t: torch.Tensor, device: torch.device) -> torch.Tensor:
     if t.device.type == "cpu" and device.type == "cuda":
         # pinned staging keeps the copy asynchronous: the train loop never waits on the GPU
         return t.pin_memory().to(device, non_blocking=True)
     return t.to(device)
-
-
-def _grayscale(x: torch.Tensor) -> torch.Tensor:
-    if x.shape[1] == 1:
-        return x
-    r, g, b = x.unbind(1)
-    return (GRAY_WEIGHTS[0] * r + GRAY_WEIGHTS[1] * g + GRAY_WEIGHTS[2] * b).unsqueeze(1)
-
-
-def _rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(N, 3, H, W) RGB in [0, 1] -> hue (fraction of the circle), saturation, value: (N, H, W)."""
-    r, g, b = x.unbind(1)
-    val, chroma = x.amax(dim=1), x.amax(dim=1) - x.amin(dim=1)
-    sat = chroma / torch.where(val > 0, val, 1.0)
-    safe = torch.where(chroma > 0, chroma, 1.0)  # gray pixels get hue 0
-    hue = torch.where(val == r, (g - b) / safe, torch.where(val == g, 2 + (b - r) / safe, 4 + (r - g) / safe))
-    return (hue / 6) % 1.0, sat, val
-
-
-def _hsv_to_rgb(hue: torch.Tensor, sat: torch.Tensor, val: torch.Tensor) -> torch.Tensor:
-    # channel n in (5, 3, 1) = (R, G, B): v * (1 - s * clamp(min(k, 4 - k), 0, 1)), k = (n + 6h) mod 6
-    n = torch.arange(5, 0, -2, device=hue.device, dtype=hue.dtype).view(1, 3, 1, 1)
-    k = (n + 6 * hue.unsqueeze(1)) % 6
-    return val.unsqueeze(1) * (1 - sat.unsqueeze(1) * torch.minimum(k, 4 - k).clamp(0, 1))

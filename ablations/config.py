@@ -13,27 +13,38 @@ import json
 import math
 import typing
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 
+from ablations.augment_ops import OPS
 from ablations.errors import UserError, unknown_name
+
+
+class Status(StrEnum):
+    """A run's state in the store; the one vocabulary the store, driver, trainer and report use."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+
+
+STATUSES = tuple(s.value for s in Status)
+FINISHED = (Status.DONE, Status.DIVERGED)  # never trained again
+FINAL_STATUSES = (Status.DONE, Status.DIVERGED, Status.FAILED)  # what a run can end as
 
 # The names each part implements; tests check the implementations cover exactly these.
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "synthetic")
-MODELS = ("seed_resnet", "seed_resnet_adaptive")
-AUGMENT_OPS = (
-    "none",
-    "seed",
-    "crop",
-    "center_crop",
-    "hflip",
-    "vflip",
-    "rotate",
-    "brightness",
-    "contrast",
-    "hue",
-)
+MODELS = ("notebook_resnet", "notebook_resnet_adaptive")
+AUGMENT_OPS = tuple(OPS)  # declared once, with their steps, in ablations.augment_ops
 SCHEDULES = ("constant", "step", "multistep", "cosine", "warmup_cosine", "onecycle", "exponential")
 PRECISIONS = ("auto", "fp32", "bf16")
+
+# The notebook upsamples MNIST to 96 px: its ResNet's AvgPool2d(4) needs inputs of 52-115 px.
+NOTEBOOK_INPUT_SIZE = 96
+# Names this suite used before; an old name gets a one-line error that gives the new one.
+RENAMED = {"seed": "notebook", "seed_resnet": "notebook_resnet", "seed_resnet_adaptive": "notebook_resnet_adaptive"}
 
 # Where a run executes, not what it computes: left out of the run id so a grid resumed on
 # another machine, or with the data in another folder, still finds its finished runs.
@@ -47,11 +58,12 @@ class TrainConfig:
     # data
     dataset: str = "mnist"
     data_root: str | None = None  # None: $ABLATIONS_DATA_ROOT, else ./data
-    train_subset: int | None = None  # class-balanced, seeded; None = whole train split
+    train_subset: int | None = None  # class-balanced, seeded; None = the train split less validation
+    val_subset: int | None = None  # held out of the train split, class-balanced; None = a tenth, at most 5,000
     test_subset: int | None = None
     # model and input
-    model: str = "seed_resnet_adaptive"
-    image_size: int | None = None  # None: 96 px for seed_resnet (the notebook), native otherwise
+    model: str = "notebook_resnet_adaptive"
+    image_size: int | None = None  # None: 96 px for notebook_resnet (the notebook), native otherwise
     augment: str = "none"  # policy names joined by '+', e.g. "hflip+rotate"
     # optimizer: SGD, as in the notebook
     lr: float = 0.1
@@ -72,7 +84,7 @@ class TrainConfig:
     seed: int = 0
     # execution
     device: str = "auto"  # auto: cuda, then mps, then cpu
-    precision: str = "auto"  # auto: bf16 autocast on CUDA, fp32 elsewhere
+    precision: str = "auto"  # auto: bf16 autocast on CUDA and on CPUs with fast bf16 (AMX), fp32 elsewhere
     channels_last: bool = True  # NHWC: faster convolutions on CPU (oneDNN) and GPU tensor cores
     compile: bool = False
 
@@ -119,7 +131,7 @@ class TrainConfig:
     def input_size(self, native_size: int) -> int:
         if self.image_size is not None:
             return self.image_size
-        return 96 if self.model == "seed_resnet" else native_size
+        return NOTEBOOK_INPUT_SIZE if self.model == "notebook_resnet" else native_size
 
     @property
     def augment_ops(self) -> tuple[str, ...]:
@@ -214,24 +226,35 @@ def _check_types(cfg: TrainConfig) -> None:
             raise UserError(f"{name.replace('_', '-')}: {value!r} is not a valid {getattr(base, '__name__', base)}")
 
 
+def check_name(kind: str, name: str, choices: tuple[str, ...]) -> None:
+    """The one check of a name against its vocabulary; a renamed one says what it is called now."""
+    if name in choices:
+        return
+    if RENAMED.get(name) in choices:
+        raise UserError(f"{kind} {name!r} is now called {RENAMED[name]!r}")
+    raise unknown_name(kind, name, choices)
+
+
+def check_policy(policy: str) -> tuple[str, ...]:
+    """The ops of an augmentation policy ("hflip+rotate"), each known, 'none' alone."""
+    ops = split_policy(policy)
+    for op in ops:
+        check_name("augmentation policy", op, AUGMENT_OPS)
+    if len(ops) > 1 and "none" in ops:
+        raise UserError(f"augment {policy!r}: 'none' cannot be combined with other policies")
+    return ops
+
+
 def _check_values(cfg: TrainConfig) -> None:
-    if cfg.dataset not in DATASETS:
-        raise unknown_name("dataset", cfg.dataset, DATASETS)
-    if cfg.model not in MODELS:
-        raise unknown_name("model", cfg.model, MODELS)
-    if cfg.schedule not in SCHEDULES:
-        raise unknown_name("schedule", cfg.schedule, SCHEDULES)
-    if cfg.precision not in PRECISIONS:
-        raise unknown_name("precision", cfg.precision, PRECISIONS)
-    for op in cfg.augment_ops:
-        if op not in AUGMENT_OPS:
-            raise unknown_name("augmentation policy", op, AUGMENT_OPS)
-    if len(cfg.augment_ops) > 1 and "none" in cfg.augment_ops:
-        raise UserError(f"augment {cfg.augment!r}: 'none' cannot be combined with other policies")
+    check_name("dataset", cfg.dataset, DATASETS)
+    check_name("model", cfg.model, MODELS)
+    check_name("schedule", cfg.schedule, SCHEDULES)
+    check_name("precision", cfg.precision, PRECISIONS)
+    check_policy(cfg.augment)
     if not (cfg.device in ("auto", "cpu", "cuda", "mps") or cfg.device.startswith("cuda:")):
         raise UserError(f"unknown device {cfg.device!r}; choose auto, cpu, cuda, cuda:N or mps")
     _positive(cfg, "epochs", "batch_size", "eval_batch_size", "lr")
-    _positive_or_none(cfg, "train_subset", "test_subset", "image_size", "gamma")
+    _positive_or_none(cfg, "train_subset", "val_subset", "test_subset", "image_size", "gamma")
     _non_negative(cfg, "weight_decay", "momentum", "warmup_epochs", "seed")
     for name in ("lr", "weight_decay", "momentum", "label_smoothing", "warmup_epochs"):
         if not math.isfinite(getattr(cfg, name)):

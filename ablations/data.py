@@ -6,6 +6,7 @@ images are converted once, never per sample, so a training batch is an index gat
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from dataclasses import dataclass
@@ -21,18 +22,26 @@ DEFAULT_DATA_ROOT = "./data"
 # Subsets use their own fixed seed, not the run's: every run of a grid sees the same images,
 # so differences between cells are paired on data and only training randomness varies.
 SUBSET_SEED = 0
+# The validation split has a seed of its own, so it is the same images whatever the subsets.
+VALIDATION_SEED = 1
+# Default validation size: a tenth of the train split, at most the classic MNIST 5,000.
+VALIDATION_SHARE, VALIDATION_MAX = 0.1, 5000
 
 _TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 
 @dataclass(frozen=True)
 class TensorDataset:
+    """Train, validation (held out of the train split) and test images; selection uses validation."""
+
     name: str
     train_images: torch.Tensor  # uint8 (N, C, H, W)
     train_labels: torch.Tensor  # int64 (N,)
     test_images: torch.Tensor
     test_labels: torch.Tensor
     num_classes: int
+    val_images: torch.Tensor | None = None
+    val_labels: torch.Tensor | None = None
 
     @property
     def channels(self) -> int:
@@ -47,14 +56,20 @@ class TensorDataset:
         return self.train_images.device
 
     def to(self, device: torch.device | str) -> TensorDataset:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         return TensorDataset(
-            self.name,
-            self.train_images.to(device),
-            self.train_labels.to(device),
-            self.test_images.to(device),
-            self.test_labels.to(device),
-            self.num_classes,
+            self.name, move(self.train_images), move(self.train_labels), move(self.test_images),
+            move(self.test_labels), self.num_classes, move(self.val_images), move(self.val_labels),
         )
+
+    def split(self, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, labels) of 'train', 'val' or 'test'."""
+        images, labels = getattr(self, f"{name}_images"), getattr(self, f"{name}_labels")
+        if images is None:
+            raise ValueError(f"{self.name} has no {name} split")
+        return images, labels
 
 
 def resolve_data_root(data_root: str | None) -> Path:
@@ -67,9 +82,11 @@ def load_dataset(
     *,
     data_root: str | None = None,
     train_subset: int | None = None,
+    val_subset: int | None = None,
     test_subset: int | None = None,
     device: torch.device | str = "cpu",
 ) -> TensorDataset:
+    """The named dataset with a validation split held out of its train split, then the subsets."""
     if name not in DATASETS:
         raise unknown_name("dataset", name, DATASETS)
     if name == "synthetic":
@@ -79,6 +96,7 @@ def load_dataset(
         train_x, train_y = _read_torchvision(name, root, train=True)
         test_x, test_y = _read_torchvision(name, root, train=False)
         full = TensorDataset(name, train_x, train_y, test_x, test_y, int(train_y.max()) + 1)
+    full = hold_out_validation(full, val_subset)
     full = _subset(full, train_subset, test_subset)
     return full.to(device)
 
@@ -147,17 +165,35 @@ def balanced_indices(labels: torch.Tensor, n: int, num_classes: int, *, seed: in
     return chosen[torch.randperm(len(chosen), generator=g)]
 
 
+def hold_out_validation(ds: TensorDataset, n: int | None) -> TensorDataset:
+    """Move a class-balanced validation split out of the training images (same images every run)."""
+    total = len(ds.train_labels)
+    n = n if n is not None else min(VALIDATION_MAX, max(ds.num_classes, round(VALIDATION_SHARE * total)))
+    if n >= total:
+        raise UserError(f"val-subset {n} leaves no training images (the {ds.name} train split has {total}); "
+                        f"use fewer than {total}")
+    val = balanced_indices(ds.train_labels, n, ds.num_classes, seed=VALIDATION_SEED)
+    keep = torch.ones(total, dtype=torch.bool)
+    keep[val] = False
+    return dataclasses.replace(
+        ds, train_images=ds.train_images[keep], train_labels=ds.train_labels[keep],
+        val_images=ds.train_images[val], val_labels=ds.train_labels[val],
+    )
+
+
 def _subset(ds: TensorDataset, train_n: int | None, test_n: int | None) -> TensorDataset:
     splits = {}
     for split, n in (("train", train_n), ("test", test_n)):
         images, labels = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
         if n is not None and n != len(labels):
             if n > len(labels):
+                held_out = f" after {len(ds.val_labels)} validation images" if split == "train" else ""
                 raise UserError(
-                    f"{split}-subset {n} is larger than the {ds.name} {split} split ({len(labels)} images); "
+                    f"{split}-subset {n} is larger than the {ds.name} {split} split ({len(labels)} images{held_out}); "
                     f"use at most {len(labels)} or leave it unset"
                 )
             idx = balanced_indices(labels, n, ds.num_classes)
             images, labels = images[idx], labels[idx]
         splits[split] = (images, labels)
-    return TensorDataset(ds.name, *splits["train"], *splits["test"], ds.num_classes)
+    return dataclasses.replace(ds, train_images=splits["train"][0], train_labels=splits["train"][1],
+                               test_images=splits["test"][0], test_labels=splits["test"][1])

@@ -7,7 +7,7 @@ A grid is a TOML file (ablations/grids/NAME.toml, or any path):
     [fixed]                   # any TrainConfig field
     dataset = "mnist"
     [axes]                    # any TrainConfig field: the factors studied
-    augment = ["none", "seed"]
+    augment = ["none", "notebook"]
     weight_decay = [0.0, 1e-3]
 
 Configs are built through `TrainConfig.from_mapping`, the same code as the single-run CLI.
@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import os
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.config import TrainConfig, field_types, normalize_key, parse_value
+from ablations.config import EXECUTION_FIELDS, TrainConfig, field_types, normalize_key, parse_value
 from ablations.errors import UserError
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
@@ -38,14 +39,28 @@ class Grid:
     seeds: tuple[int, ...] = (0,)
 
     def configs(self) -> list[TrainConfig]:
-        """Every run: the product of the axes (in file order), each with every seed."""
+        """Every run, seed-major: seed 0 of every cell (the product of the axes, in file order),
+        then seed 1 of every cell, ... so any prefix of a grid, an interrupted one included, is
+        a balanced design with whole replicates of every cell."""
         base = TrainConfig.from_mapping(self.fixed)
         names = list(self.axes)
-        runs = []
-        for values in itertools.product(*(self.axes[n] for n in names)):
-            cell = TrainConfig.from_mapping(dict(zip(names, values, strict=True)), base=base)
-            runs.extend(dataclasses.replace(cell, seed=s) for s in self.seeds)
-        return runs
+        cells = [
+            TrainConfig.from_mapping(dict(zip(names, values, strict=True)), base=base)
+            for values in itertools.product(*(self.axes[n] for n in names))
+        ]
+        return [dataclasses.replace(cell, seed=s) for s in self.seeds for cell in cells]
+
+    def spec(self) -> dict[str, Any]:
+        """What the store records of its grid: name, axes, fixed settings and seeds, as JSON values."""
+        def plain(value: Any) -> Any:
+            return list(value) if isinstance(value, tuple) else value
+
+        return {
+            "name": self.name,
+            "axes": {k: [plain(v) for v in values] for k, values in self.axes.items()},
+            "fixed": {k: plain(v) for k, v in sorted(self.fixed.items()) if k not in EXECUTION_FIELDS},
+            "seeds": list(self.seeds),
+        }
 
     def cell_label(self, cfg: TrainConfig) -> str:
         """The run's coordinates on this grid's axes, e.g. 'augment=seed weight_decay=0.001'."""
@@ -71,9 +86,7 @@ class Grid:
     def with_seeds(self, n: int | None) -> Grid:
         if n is None:
             return self
-        if n < 1:
-            raise UserError(f"--seeds must be 1 or more, got {n}")
-        return dataclasses.replace(self, seeds=tuple(range(n)))
+        return dataclasses.replace(self, seeds=parse_seeds(n, "--seeds"))
 
 
 def only(configs: list[TrainConfig], filters: list[str]) -> list[TrainConfig]:
@@ -89,16 +102,21 @@ def available_grids() -> list[str]:
 
 
 def load_grid(name_or_path: str) -> Grid:
-    """A named grid from ablations/grids, or a TOML file path."""
-    path = Path(name_or_path)
-    if path.suffix != ".toml" and not path.exists():
+    """A built-in grid by name, or a file: a path ending in .toml or holding a separator.
+
+    A name is never looked up on disk, so a folder that happens to share a grid's name (a
+    results folder called `quick/`) is never read as a grid."""
+    looks_like_path = name_or_path.endswith(".toml") or "/" in name_or_path or os.sep in name_or_path
+    if not looks_like_path:
         path = GRIDS_DIR / f"{name_or_path}.toml"
-        if not path.exists():
+        if not path.is_file():
             raise UserError(
                 f"unknown grid {name_or_path!r}; choose one of: {', '.join(available_grids())}, or give a .toml path"
             )
-    if not path.is_file():
-        raise UserError(f"grid file {path} does not exist")
+    else:
+        path = Path(name_or_path)
+        if not path.is_file():
+            raise UserError(f"grid file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as err:
@@ -110,6 +128,9 @@ def grid_from_dict(name: str, raw: dict[str, Any], *, source: str = "<grid>") ->
     unknown = set(raw) - TOP_LEVEL_KEYS
     if unknown:
         raise UserError(f"{source}: unknown key(s) {', '.join(sorted(unknown))}; a grid has {', '.join(sorted(TOP_LEVEL_KEYS))}")
+    for table in ("fixed", "axes"):
+        if not isinstance(raw.get(table, {}), dict):
+            raise UserError(f"{source}: [{table}] must be a table of settings, e.g. [{table}] epochs = 2")
     fixed = {normalize_key(k): _parse(normalize_key(k), v) for k, v in raw.get("fixed", {}).items()}
     axes: dict[str, list[Any]] = {}
     for key, values in raw.get("axes", {}).items():
@@ -117,11 +138,24 @@ def grid_from_dict(name: str, raw: dict[str, Any], *, source: str = "<grid>") ->
         if not isinstance(values, list) or not values:
             raise UserError(f"{source}: axis {key!r} needs a non-empty list of values")
         axes[name_] = [_parse(name_, v) for v in values]
-    seeds = raw.get("seeds", 1)
-    seeds = tuple(range(seeds)) if isinstance(seeds, int) else tuple(int(s) for s in seeds)
+    seeds = parse_seeds(raw.get("seeds", 1), f"{source}: seeds")
     grid = Grid(name=name, description=raw.get("description", ""), fixed=fixed, axes=axes, seeds=seeds)
     grid.configs()  # validate every value now, at the edge, before anything runs
     return grid
+
+
+def parse_seeds(value: Any, where: str) -> tuple[int, ...]:
+    """A count N (seeds 0..N-1) or a list of distinct seeds, each an integer 0 or more."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if value < 1:
+            raise UserError(f"{where} must be 1 or more, got {value}")
+        return tuple(range(value))
+    if isinstance(value, list) and value and all(isinstance(s, int) and not isinstance(s, bool) and s >= 0
+                                                   for s in value):
+        if len(set(value)) != len(value):
+            raise UserError(f"{where}: seed {next(s for s in value if value.count(s) > 1)} is listed twice")
+        return tuple(value)
+    raise UserError(f"{where}: expected a count such as 5 or a list of seeds such as [0, 1, 2], got {value!r}")
 
 
 def _parse(key: str, value: Any) -> Any:

@@ -38,7 +38,7 @@ class ResidualBlock(nn.Module):
         return torch.relu(x + out)
 
 
-class SeedResNet(nn.Module):
+class NotebookResNet(nn.Module):
     """The notebook's `resnet(in_channel, num_classes)`; `adaptive` swaps AvgPool2d(4) for a
     global average so the same network runs on 28/32 px inputs."""
 
@@ -73,14 +73,14 @@ class SeedResNet(nn.Module):
         return self.classifier(x)
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int) -> SeedResNet:
+def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int) -> NotebookResNet:
     """Build a model by name; an input too small for it is an error that states the minimum."""
     if name not in MODELS:
         raise unknown_name("model", name, MODELS)
-    model = SeedResNet(in_channels, num_classes, adaptive=(name == "seed_resnet_adaptive"))
+    model = NotebookResNet(in_channels, num_classes, adaptive=(name == "notebook_resnet_adaptive"))
     low, high = model.input_size_range
     if image_size < low:
-        hint = "; or use --model seed_resnet_adaptive at native 28/32 px" if not model.adaptive else ""
+        hint = "; or use --model notebook_resnet_adaptive at native 28/32 px" if not model.adaptive else ""
         raise UserError(f"{name} needs inputs of at least {low} px, got {image_size} px; set --image-size 96{hint}")
     if image_size > high:
         raise UserError(f"{name} takes inputs of at most {high} px, got {image_size} px; set --image-size 96")

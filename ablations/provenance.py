@@ -9,42 +9,9 @@ import socket
 import subprocess
 from pathlib import Path
 
+from ablations.devices import cpu_capability, device_name
+
 PACKAGES = ("ablations", "torch", "torchvision", "numpy", "pandas", "scipy", "seaborn", "ray")
-
-
-def resolve_device(name: str = "auto"):
-    """auto: cuda, then mps, then cpu. Anything else is taken as given."""
-    import torch
-
-    if name != "auto":
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-def device_name(device) -> str:
-    import torch
-
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    if device.type == "mps":
-        return "Apple MPS"
-    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
-
-
-@functools.cache
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "cpu"
 
 
 @functools.cache
@@ -75,8 +42,8 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def provenance(device) -> dict:
-    """Everything needed to say where a number came from."""
+def provenance(device, precision: str | None = None) -> dict:
+    """Everything needed to say where a number came from; `precision` as the run resolved it."""
     import torch
 
     return {
@@ -86,6 +53,8 @@ def provenance(device) -> dict:
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "device": str(device),
         "device_name": device_name(device),
+        "cpu_capability": cpu_capability(),
+        "precision": precision,
         "host": socket.gethostname(),
         "platform": platform.platform(),
     }

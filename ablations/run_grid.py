@@ -1,7 +1,7 @@
 """python -m ablations.run_grid: expand a grid, skip finished runs, run the rest, report.
 
-    python -m ablations.run_grid                       # the quick grid into results/
-    python -m ablations.run_grid --grid seed --workers 4
+    python -m ablations.run_grid                       # the quick grid into runs/quick/
+    python -m ablations.run_grid --grid notebook --workers 4
     python -m ablations.run_grid --axis weight-decay=0,5e-4 --seeds 3 --dry-run
     python -m ablations.run_grid --backend ray --address HEAD_IP:6379
 """
@@ -14,16 +14,21 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tabulate import tabulate
 
-from ablations.config import TrainConfig
+from ablations.config import FINISHED, Status, TrainConfig
 from ablations.errors import UserError, run_cli
 from ablations.grid import Grid, available_grids, load_grid, only
 from ablations.store import Store, store_path
 
-FINISHED = ("done", "diverged")
+# Commands write here unless told otherwise (git-ignored): a published study under results/
+# changes only when a user points --results at it.
+DEFAULT_RESULTS = Path("runs")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, metavar="N", help="replicates per cell (seeds 0..N-1)")
     p.add_argument("--only", action="append", default=[], metavar="KEY=VALUE", help="run only matching runs")
     p.add_argument("--dry-run", action="store_true", help="print the runs and their count; run nothing")
-    p.add_argument("--results", default="results", metavar="DIR", help="where the store and report go [results]")
+    p.add_argument("--results", default=None, metavar="DIR",
+                   help="folder for the store and report [runs/GRID]; publish with results/GRID")
     p.add_argument("--workers", default="auto", metavar="N",
                    help="runs at once: processes here, or Ray tasks [auto: one per core on CPU, 1 on a GPU]")
     p.add_argument("--backend", default="local", help="local (this machine) or ray [local]")
@@ -46,14 +52,126 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def build_runs(args: argparse.Namespace) -> tuple[Grid, list[TrainConfig]]:
+@dataclass(frozen=True)
+class Plan:
+    """What a grid command will do: the grid, its runs, and where they are stored."""
+
+    grid: Grid
+    configs: list[TrainConfig]
+    results: Path
+
+
+def plan(args: argparse.Namespace) -> Plan:
+    """The grid with the command line's edits applied, its runs, and the results folder."""
     grid = load_grid(args.grid)
     fixed = args.set + ([f"device={args.device}"] if args.device else [])
     grid = grid.with_fixed(fixed).with_axes(args.axis).with_seeds(args.seeds)
     configs = only(grid.configs(), args.only)
     if not configs:
-        raise UserError(f"no run of grid {grid.name!r} matches --only {' '.join(args.only)}")
-    return grid, configs
+        if args.only:
+            raise UserError(f"no run of grid {grid.name!r} matches --only {' '.join(args.only)}")
+        raise UserError(f"grid {grid.name!r} has no runs")
+    results = Path(args.results) if args.results else DEFAULT_RESULTS / grid.name
+    return Plan(grid, configs, results)
+
+
+def validate(args: argparse.Namespace, p: Plan) -> int:
+    """Every check that can fail before the store is written; returns the worker count.
+
+    Bad input must change nothing: no store, no folder, no queued row."""
+    from ablations.backends import BACKENDS, preflight, resolve_workers  # torch loads only for real work
+
+    if args.backend not in BACKENDS:
+        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    workers = resolve_workers(args.workers, args.backend, p.configs)
+    check_results_folder(p.results)
+    path = store_path(p.results)
+    if path.exists():
+        with Store.open_existing(path) as store:
+            store.check_grid(p.grid.spec())
+    if args.backend == "local":
+        preflight(p.configs)
+    return workers
+
+
+def check_results_folder(results: Path) -> None:
+    """A results folder must be a folder we can write, or not exist yet under one we can."""
+    if results.exists() and not results.is_dir():
+        raise UserError(f"--results {results} is a file; give a folder (it will hold runs.sqlite and the report)")
+    existing = next((p for p in (results, *results.parents) if p.exists()), Path("."))
+    if not os.access(existing, os.W_OK):
+        raise UserError(f"{existing} is read-only; give --results a folder you can write")
+    path = store_path(results)
+    if path.exists() and not os.access(path, os.W_OK):
+        raise UserError(f"{path} is read-only; copy it somewhere writable and point --results there")
+
+
+def enqueue(p: Plan) -> tuple[Store, list[TrainConfig], int]:
+    """Record the grid and queue its runs; returns the open store, the runs to train, the skipped count."""
+    store = Store(store_path(p.results))
+    try:
+        store.enqueue(p.configs, grid=p.grid.name, grid_spec=p.grid.spec())
+        status = store.status_of([c.run_id for c in p.configs])
+    except BaseException:
+        store.close()
+        raise
+    pending = [c for c in p.configs if status.get(c.run_id) not in FINISHED]
+    return store, pending, len(p.configs) - len(pending)
+
+
+def run_pending(args: argparse.Namespace, p: Plan, store: Store, pending: list[TrainConfig], skipped: int,
+                workers: int) -> Counter | None:
+    """Train the pending runs with a progress bar; None if interrupted (Ctrl-C or SIGTERM)."""
+    from tqdm import tqdm
+
+    from ablations.backends import make_executor
+    from ablations.execute import execute
+
+    executor = make_executor(
+        args.backend, workers=workers, address=args.address, cpus_per_run=args.cpus_per_run,
+        gpus_per_run=args.gpus_per_run,
+    )
+    print(f"grid {p.grid.name}: {len(p.configs)} runs, {skipped} finished before, {len(pending)} to run "
+          f"on {args.backend} with {executor.workers} worker(s); store {store.path}", flush=True)
+    start = time.perf_counter()
+    with tqdm(total=len(pending), unit="run", dynamic_ncols=True, file=sys.stderr, disable=not pending) as bar:
+        def on_finish(cfg: TrainConfig, result: dict) -> None:
+            bar.write(finish_line(p.grid, cfg, result))
+            bar.update(1)
+
+        try:
+            with sigterm_as_interrupt():
+                counts = execute(store, pending, executor, on_finish=on_finish)
+        except KeyboardInterrupt:
+            bar.close()
+            status = store.status_of([c.run_id for c in p.configs])
+            finished = sum(s in FINISHED for s in status.values())
+            print(f"\ninterrupted: {finished} of {len(p.configs)} runs finished and stored; "
+                  f"run the same command again to resume", flush=True)
+            return None
+    print(summary_line(counts, skipped, time.perf_counter() - start), flush=True)
+    return counts
+
+
+def publish_report(p: Plan) -> None:
+    from ablations.report import publish
+    from ablations.samples import write_augment_samples
+
+    write_augment_samples(p.configs, p.results)
+    print(f"report: {publish(results=p.results, out=p.results)}", flush=True)
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM stops as cleanly as Ctrl-C; the caller's handler is back afterwards."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def print_dry_run(grid: Grid, configs: list[TrainConfig], results: Path) -> None:
@@ -70,9 +188,9 @@ def print_dry_run(grid: Grid, configs: list[TrainConfig], results: Path) -> None
 
 
 def finish_line(grid: Grid, cfg: TrainConfig, result: dict) -> str:
-    if result["status"] == "done":
+    if result["status"] == Status.DONE:
         outcome = f"test acc {100 * result['final_test_acc']:6.2f}%"
-    elif result["status"] == "diverged":
+    elif result["status"] == Status.DIVERGED:
         outcome = f"diverged at epoch {result.get('diverged_epoch')}"
     else:
         outcome = f"FAILED: {result.get('error')}"
@@ -80,89 +198,28 @@ def finish_line(grid: Grid, cfg: TrainConfig, result: dict) -> str:
 
 
 def summary_line(counts: Counter, skipped: int, seconds: float) -> str:
-    parts = [f"{counts.get(k, 0)} {k}" for k in ("done", "diverged", "failed")]
+    parts = [f"{counts.get(k, 0)} {k}" for k in (Status.DONE, Status.DIVERGED, Status.FAILED)]
     parts.append(f"{skipped} skipped (finished before)")
     if counts.get("claimed elsewhere"):
         parts.append(f"{counts['claimed elsewhere']} left to another runner")
     return f"grid finished in {seconds:.0f} s: " + ", ".join(parts)
 
 
-def resolve_workers(workers: str, backend: str, pending: list[TrainConfig]) -> int:
-    """auto: on CPU one single-threaded run per core (small convolutions scale better across
-    processes than across threads: 2 x 1 thread gave 17% more images/s than 1 x 2 threads on
-    2 cores); on a GPU one run; on Ray as many as the cluster's resources allow (0 = ask Ray)."""
-    if workers != "auto":
-        try:
-            return int(workers)
-        except ValueError:
-            raise UserError(f"--workers must be a number or auto, got {workers!r}") from None
-    if backend == "ray":
-        return 0
-    from ablations.provenance import resolve_device
-
-    on_cpu = all(resolve_device(c.device).type == "cpu" for c in pending)
-    return max(1, min(os.cpu_count() or 1, len(pending))) if on_cpu else 1
-
-
-def _raise_interrupt(signum, frame):  # SIGTERM stops as cleanly as Ctrl-C
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    grid, configs = build_runs(args)
-    results = Path(args.results)
+    p = plan(args)
     if args.dry_run:
-        print_dry_run(grid, configs, results)
+        print_dry_run(p.grid, p.configs, p.results)
         return 0
-
-    from ablations.backends import BACKENDS, make_executor, preflight  # torch loads only for real work
-    from ablations.execute import execute
-
-    if args.backend not in BACKENDS:  # checked before the store exists: bad input changes nothing
-        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
-    resolve_workers(args.workers, args.backend, configs)
-    if args.backend == "local":
-        preflight(configs)
-    store = Store(store_path(results))
-    store.enqueue(configs, grid=grid.name)
-    status = store.status_of([c.run_id for c in configs])
-    pending = [c for c in configs if status.get(c.run_id) not in FINISHED]
-    skipped = len(configs) - len(pending)
-    executor = make_executor(
-        args.backend, workers=resolve_workers(args.workers, args.backend, pending), address=args.address,
-        cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
-    )
-    print(f"grid {grid.name}: {len(configs)} runs, {skipped} finished before, {len(pending)} to run "
-          f"on {args.backend} with {executor.workers} worker(s); store {store.path}", flush=True)
-
-    from tqdm import tqdm
-
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    start = time.perf_counter()
-    with tqdm(total=len(pending), unit="run", dynamic_ncols=True, file=sys.stderr, disable=not pending) as bar:
-        def on_finish(cfg: TrainConfig, result: dict) -> None:
-            bar.write(finish_line(grid, cfg, result))
-            bar.update(1)
-
-        try:
-            counts = execute(store, pending, executor, on_finish=on_finish)
-        except KeyboardInterrupt:
-            bar.close()
-            done = store.status_of([c.run_id for c in configs])
-            finished = sum(s in FINISHED for s in done.values())
-            print(f"\ninterrupted: {finished} of {len(configs)} runs finished and stored; "
-                  f"run the same command again to resume", flush=True)
-            return 130
-    print(summary_line(counts, skipped, time.perf_counter() - start), flush=True)
-
+    workers = validate(args, p)
+    store, pending, skipped = enqueue(p)
+    with store:
+        counts = run_pending(args, p, store, pending, skipped, workers)
+    if counts is None:
+        return 130
     if not args.no_report:
-        from ablations.report import publish
-        from ablations.samples import write_augment_samples
-
-        write_augment_samples(configs, results)
-        print(f"report: {publish(results=results, out=results)}", flush=True)
-    return 1 if counts.get("failed") else 0
+        publish_report(p)
+    return 1 if counts.get(Status.FAILED) else 0
 
 
 def cli() -> None:

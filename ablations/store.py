@@ -23,18 +23,26 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ablations.config import TrainConfig
+from ablations.config import FINAL_STATUSES, FINISHED, STATUSES, Status, TrainConfig
 from ablations.errors import UserError, run_cli, unknown_name
 
 STORE_NAME = "runs.sqlite"
-SCHEMA_VERSION = 1
-STATUSES = ("queued", "running", "done", "failed", "diverged")
-FINAL_STATUSES = ("done", "diverged", "failed")
+# 2: validation metrics, the learning rate an epoch trained at, the grid a store holds.
+SCHEMA_VERSION = 2
 RESULT_FIELDS = (
-    "error", "wall_s", "final_test_acc", "final_train_acc", "best_test_acc", "final_test_loss",
-    "final_train_loss", "train_images_per_s", "peak_memory_bytes", "diverged_epoch",
+    "error", "wall_s", "final_test_acc", "final_val_acc", "final_train_acc", "best_val_acc", "best_val_epoch",
+    "final_test_loss", "final_val_loss", "final_train_loss", "train_images_per_s", "peak_memory_bytes",
+    "diverged_epoch",
 )
-EPOCH_FIELDS = ("epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc", "seconds", "images_per_s")
+EPOCH_FIELDS = (
+    "epoch", "lr", "lr_last", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss", "test_acc", "seconds",
+    "images_per_s",
+)
+# Columns each schema version added, so an older store is brought up to date when a grid writes it.
+_ADDED_IN_2 = {
+    "runs": ("final_val_acc REAL", "final_val_loss REAL", "best_val_acc REAL", "best_val_epoch INTEGER"),
+    "epochs": ("lr_last REAL", "val_loss REAL", "val_acc REAL"),
+}
 # Long enough to outlast the other process's largest transaction (one finished run).
 BUSY_TIMEOUT_S = 30.0
 _HINT = "run `python -m ablations.run_grid` first"
@@ -43,16 +51,17 @@ _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
     f"""CREATE TABLE IF NOT EXISTS runs (
         run_id TEXT PRIMARY KEY, cell_id TEXT NOT NULL, seed INTEGER NOT NULL, config TEXT NOT NULL,
-        status TEXT NOT NULL DEFAULT 'queued' CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
+        status TEXT NOT NULL DEFAULT '{Status.QUEUED}' CHECK (status IN ({", ".join(f"'{s}'" for s in STATUSES)})),
         error TEXT, owner TEXT, heartbeat REAL, attempts INTEGER NOT NULL DEFAULT 0,
-        started_at REAL, finished_at REAL, wall_s REAL, final_test_acc REAL, final_train_acc REAL,
-        best_test_acc REAL, final_test_loss REAL, final_train_loss REAL, train_images_per_s REAL,
-        peak_memory_bytes INTEGER, diverged_epoch INTEGER, provenance TEXT, grid TEXT)""",
+        started_at REAL, finished_at REAL, wall_s REAL, final_test_acc REAL, final_val_acc REAL,
+        final_train_acc REAL, best_val_acc REAL, best_val_epoch INTEGER, final_test_loss REAL, final_val_loss REAL,
+        final_train_loss REAL, train_images_per_s REAL, peak_memory_bytes INTEGER, diverged_epoch INTEGER,
+        provenance TEXT, grid TEXT)""",
     "CREATE INDEX IF NOT EXISTS runs_status ON runs (status)",
     """CREATE TABLE IF NOT EXISTS epochs (
         run_id TEXT NOT NULL REFERENCES runs (run_id) ON DELETE CASCADE, epoch INTEGER NOT NULL,
-        lr REAL, train_loss REAL, train_acc REAL, test_loss REAL, test_acc REAL, seconds REAL,
-        images_per_s REAL, PRIMARY KEY (run_id, epoch))""",
+        lr REAL, lr_last REAL, train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, test_loss REAL,
+        test_acc REAL, seconds REAL, images_per_s REAL, PRIMARY KEY (run_id, epoch))""",
 )
 
 
@@ -137,6 +146,18 @@ class Store:
             raise UserError(f"{self.path} is not a run store; {_HINT}")
         if version > SCHEMA_VERSION:
             raise UserError(f"{self.path} has store schema {version}, newer than this code's {SCHEMA_VERSION}")
+        if create and version < SCHEMA_VERSION:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Add the columns of newer schemas; old rows keep NULL there (the report reads them as missing)."""
+        with self._write() as db:
+            if self._version() >= SCHEMA_VERSION:  # another process upgraded it meanwhile
+                return
+            for table, columns in _ADDED_IN_2.items():
+                for column in columns:
+                    db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
 
     def _version(self) -> int | None:
         if not self._conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone():
@@ -174,13 +195,48 @@ class Store:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # ---- the grid a store holds ---------------------------------------------------------
+    def grid(self) -> dict[str, Any] | None:
+        """The grid this store holds ({"name", "axes", "fixed", "seeds"}), None if none recorded."""
+        row = self._query("SELECT value FROM meta WHERE key = 'grid'")
+        return json.loads(row[0][0]) if row else None
+
     # ---- queue and claims --------------------------------------------------------------
-    def enqueue(self, configs: Iterable[TrainConfig], grid: str | None = None) -> int:
-        """Add configs as queued runs; runs already present (any status) are left alone."""
+    def enqueue(self, configs: Iterable[TrainConfig], grid: str | None = None,
+                grid_spec: dict[str, Any] | None = None) -> int:
+        """Add configs as queued runs; runs already present (any status) are left alone.
+
+        `grid_spec` ({"name", "axes", "fixed", "seeds"}) is recorded on the first enqueue; a store
+        holds one grid, so another grid (other name, axes or fixed settings) is refused. More
+        seeds of the same grid are welcome: the recorded seeds grow."""
         rows = [(c.run_id, c.cell_id, c.seed, json.dumps(c.to_dict(), sort_keys=True), grid) for c in configs]
         with self._write() as db:
+            if grid_spec is not None:
+                self._record_grid(db, grid_spec)
             sql = "INSERT OR IGNORE INTO runs (run_id, cell_id, seed, config, grid) VALUES (?, ?, ?, ?, ?)"
             return db.executemany(sql, rows).rowcount  # ignored rows do not count
+
+    def check_grid(self, grid_spec: dict[str, Any]) -> None:
+        """Raise the one-line error `enqueue` would, without writing anything."""
+        self._merged_grid(self.grid(), grid_spec)
+
+    def _record_grid(self, db: sqlite3.Connection, grid_spec: dict[str, Any]) -> None:
+        row = db.execute("SELECT value FROM meta WHERE key = 'grid'").fetchone()
+        merged = self._merged_grid(json.loads(row[0]) if row else None, grid_spec)
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('grid', ?)", (json.dumps(merged, sort_keys=True),))
+
+    def _merged_grid(self, held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+        new = json.loads(json.dumps(new))  # tuples as lists, as stored
+        if held is None:
+            return new
+        same = all(held.get(k) == new.get(k) for k in ("name", "axes", "fixed"))
+        if not same:
+            raise UserError(
+                f"{self.path.parent} holds grid {held.get('name')!r} with other settings; a store holds one grid: "
+                f"give this one another --results folder"
+            )
+        return {**held, "seeds": sorted(set(held.get("seeds", [])) | set(new.get("seeds", [])))}
+
 
     def status_of(self, run_ids: Iterable[str]) -> dict[str, str]:
         """Status per run id; ids not in the store are left out."""
@@ -197,23 +253,24 @@ class Store:
         stopped (its process died). Done and diverged runs are never claimed again."""
         with self._write() as db:
             now = time.time()  # read after the lock is held: waiting for it must not age the cutoff
-            row = db.execute("SELECT owner FROM runs WHERE run_id = ? AND status = 'running'", (run_id,)).fetchone()
+            row = db.execute(f"SELECT owner FROM runs WHERE run_id = ? AND status = '{Status.RUNNING}'", (run_id,)).fetchone()
             # A claim of a process on this host that no longer exists is dead now, not in a minute:
             # a grid killed with SIGKILL and started again resumes its runs at once.
             dead_owner = row["owner"] if row is not None and _owner_died_here(row["owner"]) else None
             return db.execute(
-                """UPDATE runs SET status = 'running', owner = ?, heartbeat = ?, started_at = ?,
+                f"""UPDATE runs SET status = '{Status.RUNNING}', owner = ?, heartbeat = ?, started_at = ?,
                        attempts = attempts + 1
-                   WHERE run_id = ? AND (status IN ('queued', 'failed')
-                         OR (status = 'running' AND (heartbeat IS NULL OR heartbeat <= ? OR owner = ?)))""",
+                   WHERE run_id = ? AND (status IN ('{Status.QUEUED}', '{Status.FAILED}')
+                         OR (status = '{Status.RUNNING}' AND (heartbeat IS NULL OR heartbeat <= ? OR owner = ?)))""",
                 (owner, now, now, run_id, now - stale_after_s, dead_owner),
             ).rowcount == 1
 
     def heartbeat(self, run_id: str, owner: str) -> bool:
-        """Keep a claim alive; False means another process took it over: stop training it."""
+        """Keep a claim alive; False means another process took it over. The run trains on: its
+        result is still recorded when it finishes (`finish` accepts it), so nothing is lost."""
         with self._write() as db:
             return db.execute(
-                "UPDATE runs SET heartbeat = ? WHERE run_id = ? AND owner = ? AND status = 'running'",
+                f"UPDATE runs SET heartbeat = ? WHERE run_id = ? AND owner = ? AND status = '{Status.RUNNING}'",
                 (time.time(), run_id, owner),
             ).rowcount == 1
 
@@ -233,7 +290,7 @@ class Store:
             row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
             if row is None:
                 raise ValueError(f"run {run_id} is not in the store {self.path}; enqueue it first")
-            if status == "failed" and row["status"] in ("done", "diverged"):
+            if status == Status.FAILED and row["status"] in FINISHED:
                 return
             db.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
             db.executemany(
@@ -244,23 +301,23 @@ class Store:
             db.execute(
                 f"""UPDATE runs SET status = ?, {sets}, provenance = ?, finished_at = ?,
                         owner = NULL, heartbeat = NULL WHERE run_id = ?""",
-                (status, *values, blob, time.time(), run_id),
+                (str(status), *values, blob, time.time(), run_id),
             )
 
     def fail(self, run_id: str, owner: str, error: str) -> bool:
         """Mark a run failed; ignored (False) if `owner` no longer holds its claim."""
-        return self._drop_claim(run_id, owner, "status = 'failed', error = ?, finished_at = ?", (error, time.time()))
+        return self._drop_claim(run_id, owner, f"status = '{Status.FAILED}', error = ?, finished_at = ?", (error, time.time()))
 
     def release(self, run_id: str, owner: str) -> bool:
         """Hand a claim back after a clean interruption (Ctrl-C): the run is queued again."""
-        return self._drop_claim(run_id, owner, "status = 'queued'", ())
+        return self._drop_claim(run_id, owner, f"status = '{Status.QUEUED}'", ())
 
     def _drop_claim(self, run_id: str, owner: str, sets: str, params: tuple[Any, ...]) -> bool:
         # Only the holder may: a process whose claim was taken over must not undo the takeover.
         with self._write() as db:
             return db.execute(
                 f"""UPDATE runs SET {sets}, owner = NULL, heartbeat = NULL
-                    WHERE run_id = ? AND owner = ? AND status = 'running'""",
+                    WHERE run_id = ? AND owner = ? AND status = '{Status.RUNNING}'""",
                 (*params, run_id, owner),
             ).rowcount == 1
 
@@ -298,13 +355,13 @@ class Store:
         head = [c for c in columns if c not in ("config", "provenance")]
         header = head + [f"config.{k}" for k in keys] + ["provenance"]
         rows = [
-            [run[c] for c in head]
+            [run.get(c) for c in head]
             + [_cell((run["config"] or {}).get(k)) for k in keys]
             + [None if run["provenance"] is None else json.dumps(run["provenance"], sort_keys=True)]
             for run in runs
         ]
         epoch_header = ["run_id", *EPOCH_FIELDS]
-        epoch_rows = [[e[c] for c in epoch_header] for e in epochs]
+        epoch_rows = [[e.get(c) for c in epoch_header] for e in epochs]  # an older store lacks new columns
         return [_write_csv(out / "runs.csv", header, rows), _write_csv(out / "epochs.csv", epoch_header, epoch_rows)]
 
 

@@ -8,24 +8,27 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import typing
 
-from ablations.config import AUGMENT_OPS, DATASETS, MODELS, PRECISIONS, SCHEDULES, TrainConfig, field_types
+from ablations.config import AUGMENT_OPS, DATASETS, MODELS, PRECISIONS, SCHEDULES, Status, TrainConfig, field_types
 from ablations.errors import run_cli
 
 HELP = {
     "dataset": f"one of {', '.join(DATASETS)}",
     "data_root": "folder with the torchvision dataset files (default: $ABLATIONS_DATA_ROOT, else ./data)",
-    "train_subset": "class-balanced training subset size (default: the whole split)",
+    "train_subset": "class-balanced training subset size (default: the train split less validation)",
+    "val_subset": "validation images held out of the train split, class-balanced (default: a tenth, at most 5,000)",
     "test_subset": "class-balanced test subset size (default: the whole split)",
     "model": f"one of {', '.join(MODELS)}",
-    "image_size": "model input size in px (default: 96 for seed_resnet, native for the adaptive model)",
+    "image_size": "model input size in px (default: 96 for notebook_resnet, native for the adaptive model)",
     "augment": f"policy, or several joined by '+': {', '.join(AUGMENT_OPS)}",
     "schedule": f"learning-rate schedule: {', '.join(SCHEDULES)}",
     "milestones": "comma-separated epochs where step/multistep decay (default: 75%% / 50%%,75%% of the run)",
     "gamma": "decay factor (default: 0.1 for step/multistep, 0.9 per epoch for exponential)",
-    "precision": f"one of {', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA, fp32 elsewhere)",
+    "precision": f"one of {', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA and on CPUs with AMX or "
+                 "AVX512-BF16, fp32 elsewhere)",
     "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
 }
 
@@ -55,14 +58,16 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
 
 def format_epoch(m: dict, epochs: int) -> str:
     width = len(str(epochs))
-    test = (
-        f"test loss {m['test_loss']:.4f} acc {100 * m['test_acc']:6.2f}%"
-        if m.get("test_acc") is not None
-        else "test  (skipped: loss not finite)"
+    held_out = (
+        f"val loss {m['val_loss']:.4f} acc {100 * m['val_acc']:6.2f}%"
+        if m.get("val_acc") is not None
+        else "val  (skipped: loss not finite)"
     )
+    if m.get("test_acc") is not None:  # the last epoch: the final model's test score
+        held_out += f"  test acc {100 * m['test_acc']:6.2f}%"
     return (
         f"epoch {m['epoch']:>{width}}/{epochs}  lr {m['lr']:.4g}  "
-        f"train loss {m['train_loss']:.4f} acc {100 * m['train_acc']:6.2f}%  {test}  "
+        f"train loss {m['train_loss']:.4f} acc {100 * m['train_acc']:6.2f}%  {held_out}  "
         f"{m['seconds']:6.1f} s  {m['images_per_s']:8,.0f} img/s"
     )
 
@@ -75,13 +80,25 @@ def describe(cfg: TrainConfig) -> str:
 
 
 def summary_line(cfg: TrainConfig, result) -> str:
-    if result.status == "diverged":
+    if result.status == Status.DIVERGED:
         return f"diverged: loss not finite at epoch {result.diverged_epoch}, after {result.wall_s:.1f} s"
     return (
-        f"done: test acc {100 * result.final_test_acc:.2f}% (best {100 * result.best_test_acc:.2f}%), "
+        f"done: test acc {100 * result.final_test_acc:.2f}% (val {100 * result.final_val_acc:.2f}%, best val "
+        f"{100 * result.best_val_acc:.2f}% at epoch {result.best_val_epoch}), "
         f"train acc {100 * result.final_train_acc:.2f}%, {len(result.epochs)} epochs in {result.wall_s:.1f} s, "
-        f"{result.train_images_per_s:,.0f} train img/s on {result.device_name}"
+        f"{result.train_images_per_s:,.0f} train img/s on {result.device_name}, {result.precision}"
     )
+
+
+def strict_json(value):
+    """NaN and infinities (a diverged loss) become null: strict JSON parsers reject them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         summary = {k: v for k, v in result.to_dict().items() if k != "epochs"}
         summary.update(run_id=cfg.run_id, config=cfg.to_dict(), epochs_run=len(result.epochs))
-        print(json.dumps(summary), flush=True)
-    return 0 if result.status == "done" else 1
+        print(json.dumps(strict_json(summary), allow_nan=False), flush=True)
+    return 0 if result.status == Status.DONE else 1
 
 
 def cli() -> None:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Every GPU check of the suite in one go, sized for a lent GPU (< 8 minutes on an H200):
 #   1. versions and nvidia-smi
-#   2. one `seed` run: MNIST at 96 px, seed_resnet, 20 epochs x 60,000 images (target: <= 30 s)
+#   2. one `seed` run: MNIST at 96 px, notebook_resnet, 20 epochs x 60,000 images (target: <= 30 s)
 #   3. memory: the bytes in use stay flat over an epoch on the device (tests/test_memory.py)
 #   4. the `seed` grid, several runs sharing the GPU (target: <= 10 minutes; resumable, so a cut
 #      leaves finished runs in the store)
@@ -47,7 +47,7 @@ log "1/6 versions"
 cat "$OUT/versions.txt" >> "$OUT/gpu_check.log"
 
 log "2/6 one seed run"
-timeout "$T_RUN" "$PY" -m ablations.train --dataset mnist --model seed_resnet --augment seed --schedule step \
+timeout "$T_RUN" "$PY" -m ablations.train --dataset mnist --model notebook_resnet --augment seed --schedule step \
   --batch-size 64 "${RUN_ARGS[@]}" --json > "$OUT/seed_run.log" 2>&1
 log "seed run exit $?: $(tail -n 2 "$OUT/seed_run.log" | head -n 1)"
 

@@ -18,6 +18,7 @@ from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
 from ablations.augment import GEOMETRIC_OPS, PHOTOMETRIC_OPS, ROTATE_DEGREES, build_policy
+from ablations.augment_ops import OPS
 from ablations.config import AUGMENT_OPS
 from ablations.errors import UserError
 
@@ -81,9 +82,9 @@ SAME_CASES = [
     ("hflip+vflip+crop", 3, 32, 32, 1e-5, 1e-5),
     ("none", 1, 28, 96, *ONE_PIL_OP),
     ("none", 1, 28, 14, *ONE_PIL_OP),  # shrinking: antialiased like PIL
-    ("seed", 1, 28, 96, *ONE_PIL_OP),  # the notebook: Resize(120), flip, RandomCrop(96)
-    ("seed", 1, 28, 28, *ONE_PIL_OP),
-    ("seed", 3, 32, 32, *ONE_PIL_OP),
+    ("notebook", 1, 28, 96, *ONE_PIL_OP),  # the notebook: Resize(120), flip, RandomCrop(96)
+    ("notebook", 1, 28, 28, *ONE_PIL_OP),
+    ("notebook", 3, 32, 32, *ONE_PIL_OP),
     ("center_crop", 1, 28, 28, *ONE_PIL_OP),
     ("center_crop", 1, 28, 96, *ONE_PIL_OP),
     ("rotate", 1, 28, 28, *ONE_PIL_OP),
@@ -114,13 +115,13 @@ def test_batched_matches_reference(name, channels, native, size, max_tol, mean_t
 # so the bound scales with how fast the test images change (features of 4+ px): measured mean
 # <= 0.014, at most 3.4% of pixels off by more than 0.05, max 0.25.
 TWO_INTERPOLATIONS = [
-    ("seed+rotate+contrast", 1, 28, 96),
+    ("notebook+rotate+contrast", 1, 28, 96),
     ("rotate", 1, 28, 96),
     ("rotate+rotate", 1, 28, 28),
     ("crop", 1, 28, 32),
     ("crop+rotate", 1, 28, 40),
     ("crop+rotate+vflip", 3, 32, 32),
-    ("crop+seed+hue", 3, 32, 64),  # hue also carries PIL's 8-bit HSV rounding
+    ("crop+notebook+hue", 3, 32, 64),  # hue also carries PIL's 8-bit HSV rounding
 ]
 
 
@@ -166,7 +167,7 @@ def test_photometric_matches_torchvision_tensor_ops(name):
 
 # ---- shapes, eval side, reference pipelines -----------------------------------------------
 def test_seed_at_96_from_28_shape_and_eval_side():
-    policy = build_policy("seed", native_size=28, out_size=96, channels=1)
+    policy = build_policy("notebook", native_size=28, out_size=96, channels=1)
     images = digit_images(6)
     assert policy(images, gen(0)).shape == (6, 1, 96, 96)
     notebook_test = T.Compose([T.Resize(96), T.ToTensor(), T.Normalize((0.5,), (0.5,))])
@@ -177,13 +178,13 @@ def test_seed_at_96_from_28_shape_and_eval_side():
 
 
 def test_eval_side_at_native_size_is_just_normalization():
-    policy = build_policy("seed", native_size=32, out_size=32, channels=3)
+    policy = build_policy("notebook", native_size=32, out_size=32, channels=3)
     images = smooth_images(4, 3, 32)
     assert torch.allclose(policy.eval_transform(images), images.float() / 127.5 - 1, atol=1e-6)
 
 
 @pytest.mark.parametrize(("name", "channels", "native", "size"),
-                         [("seed", 1, 28, 96), ("crop+hflip+rotate", 3, 32, 32), ("hue+contrast", 3, 32, 40),
+                         [("notebook", 1, 28, 96), ("crop+hflip+rotate", 3, 32, 32), ("hue+contrast", 3, 32, 40),
                           ("center_crop+brightness", 1, 28, 28)])
 def test_reference_train_runs_on_a_pil_image(name, channels, native, size):
     policy = build_policy(name, native_size=native, out_size=size, channels=channels)
@@ -205,8 +206,20 @@ def test_every_op_builds_and_runs(name):
         assert policy.ops == (name,) and policy.name == name
 
 
-def test_op_families_cover_augment_ops():
+def test_registry_implements_exactly_the_config_names():
+    # config validates names without torch; the registry is what implements them
+    assert tuple(OPS) == AUGMENT_OPS
+
+
+def test_op_families_partition_the_ops_at_every_size():
     assert set(GEOMETRIC_OPS) | set(PHOTOMETRIC_OPS) | {"none"} == set(AUGMENT_OPS)
+    assert not set(GEOMETRIC_OPS) & set(PHOTOMETRIC_OPS)
+    assert "notebook" in GEOMETRIC_OPS and "hue" in PHOTOMETRIC_OPS
+    for canvas, out in ((28, 96), (32, 24), (96, 28)):  # the families were derived at 32 px
+        for name in GEOMETRIC_OPS:
+            assert any(step.geometric for step in OPS[name](canvas, out)), name
+        for name in PHOTOMETRIC_OPS:
+            assert not any(step.geometric for step in OPS[name](canvas, out)), name
 
 
 def test_identity_chain_skips_grid_sample(monkeypatch):
@@ -250,7 +263,7 @@ def test_wrong_image_shape_is_refused():
 
 # ---- randomness is per sample --------------------------------------------------------------
 def test_parameter_keys_shapes_and_device():
-    policy = build_policy("seed+rotate+brightness", native_size=28, out_size=96, channels=1)
+    policy = build_policy("notebook+rotate+brightness", native_size=28, out_size=96, channels=1)
     params = policy.sample(5, gen(0), "cpu")
     assert set(params) == {"1.hflip.flip", "2.crop.top", "2.crop.left", "3.rotate.angle", "4.brightness.factor"}
     assert all(v.shape == (5,) and v.device.type == "cpu" for v in params.values())
@@ -269,7 +282,7 @@ def test_flips_are_independent_fair_coins_applied_per_sample():
 
 
 @pytest.mark.parametrize(("name", "native", "size", "key", "offsets"),
-                         [("crop", 28, 28, "0.crop", 9), ("seed", 28, 96, "2.crop", 25)])
+                         [("crop", 28, 28, "0.crop", 9), ("notebook", 28, 96, "2.crop", 25)])
 def test_crop_offsets_cover_the_valid_range_uniformly(name, native, size, key, offsets):
     policy = build_policy(name, native_size=native, out_size=size, channels=1)
     params = policy.sample(N_STATS, gen(3), "cpu")
@@ -306,13 +319,13 @@ def test_samples_in_one_batch_differ():
     images = digit_images(1).expand(64, 1, 28, 28).contiguous()
     out = build_policy("rotate+brightness", native_size=28, out_size=28, channels=1)(images, gen(6))
     assert len(torch.unique(out.flatten(1), dim=0)) == 64
-    seed = build_policy("seed", native_size=28, out_size=28, channels=1)(images, gen(6))
+    seed = build_policy("notebook", native_size=28, out_size=28, channels=1)(images, gen(6))
     assert len(torch.unique(seed.flatten(1), dim=0)) >= 32  # 128 (flip, top, left) choices
 
 
 def test_device_path_matches_cpu(device):
     # ABLATIONS_TEST_DEVICE=cuda runs this on the GPU: parameters drawn there, images there.
-    policy = build_policy("seed+rotate+contrast", native_size=28, out_size=96, channels=1)
+    policy = build_policy("notebook+rotate+contrast", native_size=28, out_size=96, channels=1)
     images = digit_images(8)
     params = policy.sample(8, torch.Generator(device=device).manual_seed(9), device)
     assert all(v.device.type == device.type for v in params.values())
@@ -324,7 +337,7 @@ def test_device_path_matches_cpu(device):
 
 
 def test_same_generator_seed_same_output():
-    policy = build_policy("seed+rotate+contrast", native_size=28, out_size=96, channels=1)
+    policy = build_policy("notebook+rotate+contrast", native_size=28, out_size=96, channels=1)
     images = digit_images(16)
     first, again = policy(images, gen(7)), policy(images, gen(7))
     assert torch.equal(first, again)

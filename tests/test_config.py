@@ -10,7 +10,7 @@ def test_defaults_follow_the_notebook():
     cfg = TrainConfig()
     assert (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.batch_size, cfg.epochs) == (0.1, 0.0, 0.0, 64, 20)
     assert cfg.input_size(28) == 28
-    assert dataclasses.replace(cfg, model="seed_resnet").input_size(28) == 96
+    assert dataclasses.replace(cfg, model="notebook_resnet").input_size(28) == 96
 
 
 def test_config_is_frozen():

@@ -13,7 +13,8 @@ NO_NETWORK = {"HTTP_PROXY": "http://127.0.0.1:9", "HTTPS_PROXY": "http://127.0.0
 
 def test_mnist_is_uint8_nchw_with_the_real_split_sizes():
     ds = load_dataset("mnist")
-    assert ds.train_images.shape == (60_000, 1, 28, 28) and ds.train_images.dtype == torch.uint8
+    assert ds.train_images.shape == (55_000, 1, 28, 28) and ds.train_images.dtype == torch.uint8
+    assert ds.val_images.shape == (5_000, 1, 28, 28)  # held out of the 60,000 training images
     assert ds.test_images.shape == (10_000, 1, 28, 28)
     assert ds.train_labels.dtype == torch.int64 and ds.num_classes == 10
     assert 30 < ds.train_images.float().mean() < 40  # MNIST's mean pixel is 33.3 / 255
@@ -27,6 +28,20 @@ def test_subsets_are_class_balanced_and_seeded():
     assert sorted(torch.bincount(a.test_labels, minlength=10).tolist()) == [20] * 5 + [21] * 5
 
 
+def test_validation_is_class_balanced_the_same_for_every_subset_and_never_trained_on():
+    a = load_dataset("mnist", train_subset=1000, val_subset=500)
+    b = load_dataset("mnist", train_subset=3000, val_subset=500)
+    assert torch.equal(a.val_images, b.val_images) and torch.bincount(a.val_labels).tolist() == [50] * 10
+    val = {bytes(img.numpy()) for img in a.val_images}
+    assert not any(bytes(img.numpy()) in val for img in b.train_images)
+
+
+def test_validation_defaults_to_a_tenth_at_most_5000():
+    assert len(load_dataset("synthetic").val_labels) == 102  # a tenth of 1,024
+    with pytest.raises(UserError, match="val-subset 1024 leaves no training images"):
+        load_dataset("synthetic", val_subset=1024)
+
+
 def test_balanced_indices_are_distinct():
     labels = torch.arange(1000) % 10
     idx = balanced_indices(labels, 500, 10)
@@ -35,15 +50,17 @@ def test_balanced_indices_are_distinct():
 
 
 def test_subset_larger_than_the_split_is_an_error():
-    with pytest.raises(UserError, match=r"train-subset 70000 is larger than the mnist train split \(60000 images\)"):
+    with pytest.raises(UserError, match=r"train-subset 70000 is larger than the mnist train split \(55000 images"):
         load_dataset("mnist", train_subset=70_000)
 
 
 def test_synthetic_is_small_and_deterministic():
     a, b = load_dataset("synthetic"), load_dataset("synthetic")
-    assert a.train_images.shape == (1024, 1, 28, 28) and a.test_images.shape == (512, 1, 28, 28)
+    assert a.train_images.shape == (922, 1, 28, 28) and a.val_images.shape == (102, 1, 28, 28)
+    assert a.test_images.shape == (512, 1, 28, 28)
     assert torch.equal(a.train_images, b.train_images)
-    assert torch.bincount(a.train_labels).tolist() == [103] * 4 + [102] * 6  # 1,024 = 10 x 102 + 4
+    both = torch.cat([a.train_labels, a.val_labels])
+    assert torch.bincount(both).tolist() == [103] * 4 + [102] * 6  # 1,024 = 10 x 102 + 4
 
 
 def test_data_root_precedence(monkeypatch, tmp_path):

@@ -5,8 +5,8 @@ from ablations.grid import available_grids, grid_from_dict, load_grid, only
 
 
 def test_named_grids_exist_and_validate():
-    assert {"smoke", "quick", "seed", "full"} <= set(available_grids())
-    for name in ("smoke", "quick", "seed", "full"):
+    assert {"smoke", "quick", "notebook", "full"} <= set(available_grids())
+    for name in ("smoke", "quick", "notebook", "full"):
         assert load_grid(name).configs()
 
 
@@ -19,12 +19,46 @@ def test_smoke_expands_to_axes_times_seeds_with_stable_ids():
     assert {c.dataset for c in configs} == {"synthetic"}
 
 
+def test_runs_come_seed_major_so_any_prefix_is_a_balanced_design():
+    grid = load_grid("smoke").with_seeds(3)
+    configs = grid.configs()
+    cells = len({c.cell_id for c in configs})
+    assert [c.seed for c in configs] == [s for s in (0, 1, 2) for _ in range(cells)]
+    for prefix in range(cells, len(configs) + 1, cells):  # every whole round holds each cell once per seed
+        head = configs[:prefix]
+        assert {c.cell_id for c in head} == {c.cell_id for c in configs}
+        assert len({(c.cell_id, c.seed) for c in head}) == prefix
+
+
+def test_a_folder_named_like_a_grid_is_never_read_as_one(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "quick").mkdir()
+    (tmp_path / "smoke").mkdir()
+    assert load_grid("quick").name == "quick" and load_grid("smoke").configs()
+    with pytest.raises(UserError, match=r"grid file quick does not exist \(it is a folder\)"):
+        load_grid("quick/")
+
+
+def test_the_cpu_study_is_the_notebook_factorial_at_native_size_with_five_seeds():
+    grid = load_grid("notebook_cpu")
+    configs = grid.configs()
+    assert grid.axes == {"augment": ["none", "notebook"], "weight_decay": [0.0, 1e-3], "schedule": ["constant", "step"]}
+    assert len(grid.seeds) >= 5 and len(configs) == 8 * len(grid.seeds)
+    c = configs[0]
+    assert (c.model, c.image_size, c.batch_size, c.lr, c.momentum) == ("notebook_resnet_adaptive", None, 64, 0.1, 0.0)
+    assert all(x.milestones == (0.75 * x.epochs,) and x.gamma == 0.1 for x in configs)  # the step at 75%
+
+
+def test_the_notebook_grid_pins_fp32_as_the_notebook():
+    assert {c.precision for c in load_grid("notebook").configs()} == {"fp32"}
+
+
 def test_seed_grid_is_the_notebook_factorial():
-    configs = load_grid("seed").configs()
+    configs = load_grid("notebook").configs()
     assert len(configs) == 2 * 2 * 2 * 3
     c = configs[0]
-    assert (c.dataset, c.model, c.image_size, c.batch_size, c.lr, c.epochs) == ("mnist", "seed_resnet", 96, 64, 0.1, 20)
-    assert {x.augment for x in configs} == {"none", "seed"}
+    assert (c.dataset, c.model, c.image_size, c.batch_size, c.lr, c.epochs) == ("mnist", "notebook_resnet", 96, 64, 0.1, 20)
+    assert {x.augment for x in configs} == {"none", "notebook"}
     assert {x.weight_decay for x in configs} == {0.0, 1e-3}
     assert {x.schedule for x in configs} == {"constant", "step"}
     assert all(x.milestones == (15.0,) and x.gamma == 0.1 for x in configs)
@@ -48,7 +82,15 @@ def test_command_line_edits():
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: load_grid("nope"), "unknown grid 'nope'; choose one of: full, quick, seed, smoke"),
+        (lambda: load_grid("nope"), "unknown grid 'nope'; choose one of: full, notebook, notebook_cpu, quick, smoke"),
+        (lambda: load_grid("seed"), "unknown grid 'seed'"),
+        (lambda: grid_from_dict("g", {"seeds": "two"}), "seeds: expected a count such as 5 or a list"),
+        (lambda: grid_from_dict("g", {"seeds": 2.5}), "seeds: expected a count such as 5 or a list"),
+        (lambda: grid_from_dict("g", {"seeds": 0}), "seeds must be 1 or more, got 0"),
+        (lambda: grid_from_dict("g", {"seeds": [0, 0]}), "seed 0 is listed twice"),
+        (lambda: grid_from_dict("g", {"seeds": [0, -1]}), "seeds: expected a count"),
+        (lambda: grid_from_dict("g", {"fixed": 3}), r"\[fixed\] must be a table of settings"),
+        (lambda: load_grid("smoke").with_seeds(0), "--seeds must be 1 or more, got 0"),
         (lambda: load_grid("smoke").with_axes(["colour=red"]), "unknown setting 'colour'"),
         (lambda: load_grid("smoke").with_axes(["augment=none,mixup"]).configs(), "unknown augmentation policy 'mixup'"),
         (lambda: load_grid("smoke").with_fixed(["epochs"]), "--set 'epochs': expected key=value"),

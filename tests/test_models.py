@@ -23,8 +23,8 @@ def notebook_parameter_count(in_channels: int, num_classes: int) -> int:
 
 
 @pytest.mark.parametrize("in_channels,num_classes", [(1, 10), (3, 10)])
-def test_seed_resnet_matches_the_notebook_network(in_channels, num_classes):
-    model = build_model("seed_resnet", in_channels=in_channels, num_classes=num_classes, image_size=96)
+def test_notebook_resnet_matches_the_notebook_network(in_channels, num_classes):
+    model = build_model("notebook_resnet", in_channels=in_channels, num_classes=num_classes, image_size=96)
     assert count_parameters(model) == notebook_parameter_count(in_channels, num_classes)
     assert isinstance(model.block5[-1], torch.nn.AvgPool2d) and model.block5[-1].kernel_size == 4
     assert model.block1.padding == (0, 0) and model.block1.bias is not None
@@ -33,40 +33,40 @@ def test_seed_resnet_matches_the_notebook_network(in_channels, num_classes):
     assert out.shape == (2, num_classes)
 
 
-def test_seed_resnet_casts_integer_input_to_float_as_the_notebook():
-    model = build_model("seed_resnet", in_channels=1, num_classes=10, image_size=96).eval()
+def test_notebook_resnet_casts_integer_input_to_float_as_the_notebook():
+    model = build_model("notebook_resnet", in_channels=1, num_classes=10, image_size=96).eval()
     x = torch.randint(0, 2, (1, 1, 96, 96))
     assert torch.equal(model(x), model(x.float()))
 
 
 def test_adaptive_variant_has_the_same_parameters_and_runs_at_native_size():
-    seed = build_model("seed_resnet", in_channels=1, num_classes=10, image_size=96)
-    adaptive = build_model("seed_resnet_adaptive", in_channels=1, num_classes=10, image_size=28)
+    seed = build_model("notebook_resnet", in_channels=1, num_classes=10, image_size=96)
+    adaptive = build_model("notebook_resnet_adaptive", in_channels=1, num_classes=10, image_size=28)
     assert count_parameters(adaptive) == count_parameters(seed)
     assert adaptive(torch.zeros(3, 1, 28, 28)).shape == (3, 10)
     assert adaptive(torch.zeros(3, 1, 32, 32)).shape == (3, 10)
 
 
 @pytest.mark.parametrize("size", [52, 96, 115])
-def test_seed_resnet_accepts_its_whole_input_range(size):
-    model = build_model("seed_resnet", in_channels=1, num_classes=10, image_size=size)
+def test_notebook_resnet_accepts_its_whole_input_range(size):
+    model = build_model("notebook_resnet", in_channels=1, num_classes=10, image_size=size)
     assert model(torch.zeros(1, 1, size, size)).shape == (1, 10)
 
 
 def test_too_small_input_states_the_minimum_size():
-    with pytest.raises(UserError, match=r"seed_resnet needs inputs of at least 52 px, got 28 px.*--image-size 96"):
-        build_model("seed_resnet", in_channels=1, num_classes=10, image_size=28)
+    with pytest.raises(UserError, match=r"notebook_resnet needs inputs of at least 52 px, got 28 px.*--image-size 96"):
+        build_model("notebook_resnet", in_channels=1, num_classes=10, image_size=28)
     # and the bound is real: one pixel below it, the notebook network cannot run
-    model = build_model("seed_resnet", in_channels=1, num_classes=10, image_size=52)
+    model = build_model("notebook_resnet", in_channels=1, num_classes=10, image_size=52)
     with pytest.raises(RuntimeError):
         model(torch.zeros(1, 1, 51, 51))
 
 
 def test_too_large_input_is_refused_with_the_maximum():
     with pytest.raises(UserError, match="at most 115 px"):
-        build_model("seed_resnet", in_channels=1, num_classes=10, image_size=128)
+        build_model("notebook_resnet", in_channels=1, num_classes=10, image_size=128)
 
 
 def test_unknown_model_lists_the_choices():
-    with pytest.raises(UserError, match="unknown model 'resnet50'; choose one of: seed_resnet, seed_resnet_adaptive"):
+    with pytest.raises(UserError, match="unknown model 'resnet50'; choose one of: notebook_resnet, notebook_resnet_adaptive"):
         build_model("resnet50", in_channels=1, num_classes=10, image_size=28)

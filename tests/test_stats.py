@@ -1,4 +1,4 @@
-"""ablations.stats against scipy and hand computations on small known samples."""
+"""ablations.report.stats against scipy, statsmodels and hand computations on small known samples."""
 
 from __future__ import annotations
 
@@ -7,9 +7,11 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import special
 from scipy import stats as sps
+from statsmodels.stats.power import TTestIndPower, TTestPower
 
-from ablations import stats
+from ablations.report import stats
 
 A = [97.1, 97.6, 96.9, 97.4]
 B = [95.2, 96.8, 94.9]
@@ -60,16 +62,39 @@ def test_holm_by_hand() -> None:
     assert stats.holm([]).shape == (0,)
 
 
-def test_marginal_means_pool_other_axes_and_compare_to_reference() -> None:
-    data = pd.DataFrame({"aug": ["none"] * 4 + ["seed"] * 4, "wd": ["0", "0", "1", "1"] * 2,
-                         "acc": [98.0, 98.4, 97.9, 98.3, 95.0, 96.1, 95.5, 94.8]})
-    m = stats.marginal_means(data, "aug", "acc", reference="none").set_index("aug")
-    seed, none = data.acc[4:], data.acc[:4]
-    assert m.loc["seed", "mean"] == pytest.approx(seed.mean())
-    assert m.loc["seed", "ci_high"] == pytest.approx(sps.t.interval(0.95, 3, seed.mean(), sps.sem(seed))[1])
-    assert m.loc["seed", "p"] == pytest.approx(sps.ttest_ind(seed, none, equal_var=False).pvalue)
-    assert m.loc["seed", "diff"] == pytest.approx(seed.mean() - none.mean())
-    assert math.isnan(m.loc["none", "diff"])
+def test_paired_interval_is_scipys_ttest_rel() -> None:
+    a, b = [97.1, 97.6, 96.9, 97.4], [96.8, 97.5, 96.3, 97.0]
+    d, ref = stats.paired(a, b), sps.ttest_rel(a, b)
+    ci = ref.confidence_interval(0.95)
+    assert (d.diff, d.p, d.df) == (pytest.approx(np.mean(np.subtract(a, b))), pytest.approx(ref.pvalue), 3)
+    assert (d.ci_low, d.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
+    # the same numbers unpaired: seeds that move together make the paired interval far narrower
+    assert stats.welch(a, b).width > 2 * d.width
+    assert math.isnan(stats.paired([1.0, 2.0], [0.0, 1.0]).p)  # constant difference: no spread, no test
+
+
+def test_cell_interval_stays_inside_0_100_and_flags_ties() -> None:
+    low, high, flag = stats.cell_interval([99.9, 99.95, 100.0], 10_000)
+    assert 0 < low < high < 100 and flag == ""
+    low, high, flag = stats.cell_interval([100.0, 100.0], 10_000)
+    assert high < 100 and flag == "all 2 seeds equal: test-set noise only"
+    p = special.expit(special.logit(10_000.5 / 10_001))
+    assert low == pytest.approx(100 * special.expit(special.logit(p) - 1.959964 / math.sqrt(10_000 * p * (1 - p))))
+    assert stats.cell_interval([97.0], 10_000)[2] == "one seed: seed spread unknown"
+    # more test images: a narrower interval for the same seeds
+    wide, narrow = stats.cell_interval(A, 1_000), stats.cell_interval(A, 100_000)
+    assert narrow[1] - narrow[0] < wide[1] - wide[0]
+
+
+def test_seeds_needed_is_the_first_n_with_80_percent_power() -> None:
+    for sd, delta in ((0.5, 0.5), (0.3, 1.0), (1.2, 0.5)):
+        n = stats.seeds_needed(sd, delta)
+        assert n == max(2, math.ceil(TTestIndPower().solve_power(effect_size=delta / sd, alpha=0.05, power=0.8)))
+        assert TTestIndPower().power(delta / sd, nobs1=n, alpha=0.05) >= 0.8
+        paired = stats.seeds_needed(sd, delta, paired_by_seed=True)
+        assert paired == max(2, math.ceil(TTestPower().solve_power(effect_size=delta / sd, alpha=0.05, power=0.8)))
+    assert stats.seeds_needed(0.01, 2.0) == 2  # an enormous effect: the smallest sample that has a spread
+    assert math.isnan(stats.seeds_needed(0.0, 1.0)) and math.isinf(stats.seeds_needed(50.0, 0.1))
 
 
 def test_interaction_means_are_the_cell_means_of_each_pair() -> None:

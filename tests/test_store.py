@@ -76,9 +76,10 @@ def test_finish_writes_run_and_epochs(store: Store) -> None:
     store.enqueue([cfg], grid=None)
     owner = new_owner()
     assert store.claim(cfg.run_id, owner)
-    store.finish(cfg.run_id, owner, result(3, best_test_acc=0.42, peak_memory_bytes=123), PROVENANCE)
+    store.finish(cfg.run_id, owner, result(3, best_val_acc=0.42, best_val_epoch=2, peak_memory_bytes=123), PROVENANCE)
     (run,) = store.runs("done")
-    assert run["final_test_acc"] == 0.4 and run["best_test_acc"] == 0.42 and run["peak_memory_bytes"] == 123
+    assert run["final_test_acc"] == 0.4 and run["best_val_acc"] == 0.42 and run["best_val_epoch"] == 2
+    assert run["peak_memory_bytes"] == 123
     assert run["final_train_acc"] is None and run["error"] is None  # missing keys are NULL
     assert run["owner"] is None and run["attempts"] == 1 and run["finished_at"] >= run["started_at"]
     assert run["provenance"] == PROVENANCE
@@ -282,8 +283,55 @@ def test_export_csv(store: Store, tmp_path: Path) -> None:
     assert "config" not in runs[0]
     assert [r["config.seed"] for r in runs] == ["0", "1", "2"]
     assert json.loads(runs[0]["provenance"]) == PROVENANCE
-    assert set(epochs[0]) == {"run_id", "epoch", "lr", "train_loss", "train_acc", "test_loss", "test_acc",
-                              "seconds", "images_per_s"}
+    assert set(epochs[0]) == {"run_id", "epoch", "lr", "lr_last", "train_loss", "train_acc", "val_loss", "val_acc",
+                              "test_loss", "test_acc", "seconds", "images_per_s"}
+
+
+GRID = {"name": "g", "axes": {"weight_decay": [0.0, 0.001]}, "fixed": {"epochs": 2}, "seeds": [0, 1]}
+
+
+def test_a_store_holds_one_grid_and_refuses_another(store: Store) -> None:
+    store.enqueue(configs(2), grid="g", grid_spec=GRID)
+    assert store.grid() == GRID
+    store.enqueue(configs(3), grid="g", grid_spec={**GRID, "seeds": [2]})  # more seeds of the same grid
+    assert store.grid()["seeds"] == [0, 1, 2]
+    for other in ({**GRID, "name": "h"}, {**GRID, "axes": {"weight_decay": [0.0]}}, {**GRID, "fixed": {"epochs": 3}}):
+        with pytest.raises(UserError, match="holds grid 'g' with other settings.*another --results folder"):
+            store.enqueue(configs(4), grid=other["name"], grid_spec=other)
+        with pytest.raises(UserError, match="holds grid 'g'"):
+            store.check_grid(other)
+    assert len(store.runs()) == 3 and store.grid()["seeds"] == [0, 1, 2]  # the refused enqueues wrote nothing
+
+
+def test_an_older_store_is_upgraded_in_place_and_keeps_its_runs(tmp_path: Path) -> None:
+    path = tmp_path / STORE_NAME
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+        INSERT INTO meta VALUES ('schema_version', '1');
+        CREATE TABLE runs (run_id TEXT PRIMARY KEY, cell_id TEXT NOT NULL, seed INTEGER NOT NULL,
+            config TEXT NOT NULL, status TEXT NOT NULL DEFAULT 'queued', error TEXT, owner TEXT, heartbeat REAL,
+            attempts INTEGER NOT NULL DEFAULT 0, started_at REAL, finished_at REAL, wall_s REAL,
+            final_test_acc REAL, final_train_acc REAL, best_test_acc REAL, final_test_loss REAL,
+            final_train_loss REAL, train_images_per_s REAL, peak_memory_bytes INTEGER, diverged_epoch INTEGER,
+            provenance TEXT, grid TEXT);
+        CREATE TABLE epochs (run_id TEXT NOT NULL, epoch INTEGER NOT NULL, lr REAL, train_loss REAL,
+            train_acc REAL, test_loss REAL, test_acc REAL, seconds REAL, images_per_s REAL,
+            PRIMARY KEY (run_id, epoch));
+        INSERT INTO runs (run_id, cell_id, seed, config, status, final_test_acc) VALUES ('r', 'c', 0, '{}', 'done', 0.9);
+    """)
+    old.close()
+    with Store.open_existing(path) as reader:  # reading never writes
+        assert reader.runs()[0]["final_test_acc"] == 0.9 and "final_val_acc" not in reader.runs()[0]
+    with Store(path) as writer:
+        run = writer.runs()[0]
+        assert run["final_test_acc"] == 0.9 and run["final_val_acc"] is None and run["best_test_acc"] is None
+        cfg = configs(1)[0]
+        writer.enqueue([cfg])
+        owner = new_owner()
+        writer.claim(cfg.run_id, owner)
+        writer.finish(cfg.run_id, owner, result(2, final_val_acc=0.5), PROVENANCE)
+        assert writer.runs("done")[-1]["final_val_acc"] == 0.5
 
 
 def test_open_existing_rejects_missing_and_foreign_files(tmp_path: Path) -> None:

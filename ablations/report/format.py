@@ -23,12 +23,29 @@ MISSING = "–"
 
 LABELS = {
     "runs": "runs", "n": "n", "n_ref": "n baseline", "test_acc": "final test acc %",
-    "best_test_acc": "best test acc %", "train_acc": "final train acc %", "gap": "train - test (points)",
-    "epochs_to_target": "epochs to target", "wall_s": "wall s / run", "images_per_s": "train images/s",
-    "diff": "diff (points)", "df": "df", "p": "p (Welch)", "p_holm": "p (Holm)", "significant": "p (Holm) < 0.05",
-    "diverged_epoch": "diverged at epoch", "run_id": "run id", "speedup": "speed-up vs baseline",
+    "train_acc": "final train acc %", "gap": "train - test (points)", "val_acc": "final val acc %",
+    "best_val_acc": "best val acc %", "best_val_epoch": "best val epoch", "interval_note": "interval note",
+    "test_images": "test images", "epochs_to_target": "epochs to target", "wall_s": "wall s / run",
+    "images_per_s": "train images/s", "diff": "diff (points)", "df": "df", "se": "SE (HC3)", "p": "p (unadjusted)",
+    "p_holm": "p (Holm)", "significant": "p (Holm) < 0.05", "diff_ci": "diff simultaneous 95% CI (Bonferroni)",
+    "test_acc_ci": "95% CI", "qualified_by": "qualified by interaction with", "within": "within",
+    "term": "term", "sum_sq": "SS (Type II)", "F": "F (classical)", "F_hc3": "F (HC3)", "p_hc3": "p (HC3)",
+    "partial_eta_sq": "partial eta²", "seeds": "seeds (pairs)", "paired_width": "paired CI width",
+    "unpaired_low": "Welch CI low", "unpaired_high": "Welch CI high", "unpaired_width": "Welch CI width",
+    "width_ratio": "Welch / paired width", "seed_correlation": "seed correlation", "std": "std (points)",
+    "seeds_for_0_5": "seeds for 0.5 points", "seeds_for_1": "seeds for 1 point", "seeds_for_2": "seeds for 2 points",
+    "family": "family size m", "notebook_says": "the notebook says", "study_finds": "this study finds",
+    "conditions": "under these conditions", "diverged_epoch": "diverged at epoch", "run_id": "run id", "speedup": "speed-up vs baseline",
     "utilization": "utilization %", "peak_memory_bytes": "peak memory MiB", "mean_s": "mean s / call",
     "batch_size": "batch", "achieved_flops_per_s": "achieved TFLOP/s", "memory_format": "memory format",
+}
+# Where a table's column means something more specific than LABELS says.
+TABLE_LABELS = {
+    "cells": {"test_acc_ci": "95% CI (seeds + test set, logit)"},
+    "leaderboard": {"test_acc_ci": "95% CI (seeds + test set, logit)"},
+    "main_effects": {"test_acc": "LS mean test acc %", "test_acc_ci": "95% CI of the mean (pointwise, HC3)"},
+    "anova": {"p": "p (classical F)", "significant": "p (HC3) < 0.05"},
+    "pairing": {"diff": "diff per seed (points)", "diff_ci": "paired 95% CI"},
 }
 
 
@@ -55,7 +72,13 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "peak_memory_bytes": lambda v: MISSING if _missing(v) else f"{v / 2**20:,.0f}",
     "mean_s": lambda v: MISSING if _missing(v) else f"{v:.4g}",
     "achieved_flops_per_s": lambda v: MISSING if _missing(v) else f"{v / 1e12:.2f}",
-    "significant": lambda v: "yes" if v is True or v == 1 else "",
+    "significant": lambda v: "" if _missing(v) else "yes" if bool(v) else "",
+    "F": _num(2), "F_hc3": _num(2), "p_hc3": _p, "sum_sq": _num(3), "partial_eta_sq": _num(3), "se": _num(3),
+    "std": _num(3), "seed_correlation": _num(2), "test_images": _int, "best_val_epoch": _num(1), "seeds": _int,
+    "family": _int,
+    "width_ratio": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
+    **{c: lambda v: MISSING if _missing(v) else "more than 10,000" if math.isinf(v) else f"{int(v)}"
+       for c in ("seeds_for_0_5", "seeds_for_1", "seeds_for_2")},
 }
 
 
@@ -81,7 +104,7 @@ def humanize(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.Da
             values = [_reach(v, k, n) for v, k, n in zip(frame[col], frame["reached"], frame["n"], strict=True)]
         out[names.get(col, col)] = values
         if f"{col}_ci_low" in columns:
-            ci = "diff 95% CI" if col == "diff" else "95% CI"
+            ci = names.get(f"{col}_ci", "95% CI")
             out[ci] = [MISSING if _missing(lo) else f"[{lo:.2f}, {hi:.2f}]"
                        for lo, hi in zip(frame[f"{col}_ci_low"], frame[f"{col}_ci_high"], strict=True)]
     return pd.DataFrame(out, columns=list(out))
@@ -93,6 +116,11 @@ def _reach(mean: float, reached: int, n: int) -> str:
     if reached == 0:
         return "not reached"
     return f"{mean:.1f}" + ("" if reached == n else f" ({reached} of {n} seeds)")
+
+
+def labels_for(name: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The column names of table `name`: its own where it has them, then `extra`."""
+    return {**TABLE_LABELS.get(name, {}), **(extra or {})}
 
 
 def markdown(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
@@ -122,7 +150,7 @@ def write_table(frame: pd.DataFrame, folder: Path, name: str, formats: Iterable[
     people read (default: all); the CSV always has every column."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    shown = humanize(frame if shown is None else shown, labels)
+    shown = humanize(frame if shown is None else shown, labels_for(name, labels))
     for fmt in formats:
         path = folder / f"{name}.{fmt}"
         if fmt == "csv":

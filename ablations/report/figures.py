@@ -20,9 +20,12 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from ablations.config import Status  # noqa: E402
 from ablations.errors import UserError  # noqa: E402
-from ablations.report_bench import Bench  # noqa: E402
-from ablations.report_tables import Runs  # noqa: E402
+from ablations.report.bench import Bench  # noqa: E402
+from ablations.report.budget import caption_context, training_budget  # noqa: E402
+from ablations.report.runs import Runs, cell_name  # noqa: E402
+from ablations.report.study import Study  # noqa: E402
 from ablations.schedules import lr_curve, make_schedule  # noqa: E402
 
 DPI = 110
@@ -45,18 +48,22 @@ class Figure:
     skipped: str | None = None  # why it was not drawn
 
 
-def draw_grid_figures(r: Runs, effects: pd.DataFrame, cells: pd.DataFrame, folder: Path) -> list[Figure]:
-    """Every standard figure of a grid, in page order."""
-    done = r.epochs[r.epochs["status"] == "done"]
+def draw_grid_figures(study: Study, folder: Path) -> list[Figure]:
+    """Every standard figure of a grid, in page order; each caption ends with n and the budget."""
+    r, cells = study.runs, study.tables["cells"]
+    done = r.epochs[r.epochs["status"] == Status.DONE]
+    effects = study.tables.get("main_effects")
     specs: list[tuple[str, str, Callable[[], str]]] = [
-        ("learning_curves_test_acc", "Test accuracy per epoch", lambda: _curves(r, done, "test_acc", folder)),
-        ("learning_curves_test_loss", "Test loss per epoch", lambda: _curves(r, done, "test_loss", folder)),
+        ("learning_curves_val_acc", "Validation accuracy per epoch", lambda: _curves(r, done, "val_acc", folder)),
+        ("learning_curves_val_loss", "Validation loss per epoch", lambda: _curves(r, done, "val_loss", folder)),
         ("heatmap_test_acc", "Final test accuracy: weight decay x schedule", lambda: _heatmap(r, folder)),
-        ("main_effects", "Main effects on final test accuracy", lambda: _main_effects(effects, folder)),
+        ("main_effects", "Main effects on final test accuracy",
+         lambda: _main_effects(effects, study.model_note, folder)),
         ("train_vs_test", "Final train and test accuracy per cell", lambda: _train_vs_test(r, cells, folder)),
         ("lr_schedules", "Learning rate of each schedule", lambda: _lr_curves(r, folder)),
     ]
-    return [_attempt(name, title, draw, folder) for name, title, draw in specs]
+    context = caption_context(r, cells, training_budget(r))
+    return [_attempt(name, title, draw, folder, context) for name, title, draw in specs]
 
 
 def draw_bench_figures(bench: Bench, folder: Path) -> list[Figure]:
@@ -64,7 +71,7 @@ def draw_bench_figures(bench: Bench, folder: Path) -> list[Figure]:
             for g, t in bench.groups.items()]
 
 
-def _attempt(name: str, title: str, draw: Callable[[], str], folder: Path) -> Figure:
+def _attempt(name: str, title: str, draw: Callable[[], str], folder: Path, context: str = "") -> Figure:
     folder.mkdir(parents=True, exist_ok=True)
     try:
         with plt.rc_context(RC), sns.axes_style("whitegrid"):
@@ -75,6 +82,7 @@ def _attempt(name: str, title: str, draw: Callable[[], str], folder: Path) -> Fi
         return Figure(name, title, skipped=f"could not be drawn ({type(err).__name__}: {err})")
     finally:
         plt.close("all")
+    caption = f"{caption} {context}".strip()
     return Figure(name, title, caption, (folder / f"{name}.png", folder / f"{name}.svg"))
 
 
@@ -90,12 +98,12 @@ def _pooled(r: Runs, shown: tuple[str, ...]) -> str:
 
 # ---- grid figures ------------------------------------------------------------------------
 def _curves(r: Runs, done: pd.DataFrame, metric: str, folder: Path) -> str:
-    if done.empty:
-        raise Skip("no done run has per-epoch records")
+    if done.empty or done[metric].isna().all():
+        raise Skip("no done run has per-epoch validation records (a store written before the validation split)")
     col = "augment" if "augment" in r.axes else None
     row = "weight_decay" if "weight_decay" in r.axes else None
     hue = "schedule" if "schedule" in r.axes else None
-    ylabel = {"test_acc": "test accuracy (%)", "test_loss": "test loss"}[metric]
+    ylabel = {"val_acc": "validation accuracy (%)", "val_loss": "validation loss"}[metric]
     grid = sns.relplot(data=done, x="epoch", y=metric, col=col, row=row, hue=hue, kind="line", errorbar="sd",
                        marker="o", height=2.6, aspect=1.35, facet_kws={"margin_titles": True, "sharey": True})
     grid.set_axis_labels("epoch", ylabel)
@@ -134,9 +142,9 @@ def _heatmap(r: Runs, folder: Path) -> str:
             f"{_pooled(r, ('augment', 'weight_decay', 'schedule'))}")
 
 
-def _main_effects(effects: pd.DataFrame, folder: Path) -> str:
-    if effects.empty or effects["n"].sum() == 0:
-        raise Skip("no setting varies, or no run is done")
+def _main_effects(effects: pd.DataFrame | None, why_no_model: str, folder: Path) -> str:
+    if effects is None:
+        raise Skip(f"no factorial model: {why_no_model}")
     axes = list(dict.fromkeys(effects["axis"]))
     fig, plots = plt.subplots(1, len(axes), figsize=(0.6 + 3.2 * len(axes), 3.2), squeeze=False, sharey=True)
     for ax, axis in zip(plots[0], axes, strict=True):
@@ -147,29 +155,32 @@ def _main_effects(effects: pd.DataFrame, folder: Path) -> str:
         high = np.nan_to_num(part["test_acc_ci_high"].to_numpy(dtype=float) - mean)
         ax.errorbar(x, mean, yerr=[low, high], fmt="o-", capsize=4)
         ax.set_xticks(x, part["level"], rotation=30 if len(part) > 3 else 0)
-        ax.set_xlabel(axis)
+        qualified = part["qualified_by"].iloc[0]
+        ax.set_xlabel(f"{axis} *" if qualified else axis)
     plots[0][0].set_ylabel("final test accuracy (%)")
     _save(fig, folder, "main_effects")
-    return "Mean over every done run at each level (pooled over the other axes) with its 95% t interval."
+    return ("Least-squares mean of each level (equal weight on every cell of the other axes) from the factorial "
+            "model, with its pointwise 95% HC3 interval. * an interaction qualifies this axis: see simple effects.")
 
 
 def _train_vs_test(r: Runs, cells: pd.DataFrame, folder: Path) -> str:
     done = r.done
     if done.empty or done[["train_acc", "test_acc"]].isna().all().all():
         raise Skip("no done run with final accuracies")
-    names = [" ".join(str(v) for v in row) for row in cells[r.keys].itertuples(index=False)]
-    labelled = done.assign(cell=[" ".join(str(v) for v in row) for row in done[r.keys].itertuples(index=False)])
+    names = [cell_name(dict(zip(r.keys, row, strict=True))) for row in cells[r.keys].itertuples(index=False)]
+    labelled = done.assign(cell=[cell_name(dict(zip(r.keys, row, strict=True)))
+                                 for row in done[r.keys].itertuples(index=False)])
     long = labelled.melt(id_vars=["cell"], value_vars=["train_acc", "test_acc"], var_name="split", value_name="acc")
     long["split"] = long["split"].map({"train_acc": "train", "test_acc": "test"})
     fig, ax = plt.subplots(figsize=(6.4, 1.0 + 0.34 * len(names)))
     sns.pointplot(data=long, x="acc", y="cell", hue="split", order=[n for n in names if n in set(long["cell"])],
                   hue_order=["train", "test"], errorbar="sd", linestyle="none", dodge=0.4, ax=ax)
     ax.set_xlabel("final accuracy (%)")
-    ax.set_ylabel(" ".join(r.keys))
+    ax.set_ylabel("cell")
     _save(fig, folder, "train_vs_test")
     return ("Mean over seeds with ±1 std. Train accuracy is the running accuracy over the last epoch's training "
             "batches (augmented where the cell augments, model in training mode); test accuracy is measured on "
-            "clean test images after the epoch.")
+            "clean test images, final model.")
 
 
 def _lr_curves(r: Runs, folder: Path) -> str:
@@ -188,7 +199,7 @@ def _lr_curves(r: Runs, folder: Path) -> str:
             notes.append(f"{cfg['schedule']} not drawn: {err}")
             continue
         steps = cfg["epochs"] * LR_STEPS_PER_EPOCH
-        name = ", ".join(f"{k}={_text(cfg[k])}" for k in varying)
+        name = cell_name({k: cfg[k] for k in varying})
         ax.plot(np.arange(steps) / LR_STEPS_PER_EPOCH, lr_curve(fn, steps), label=name)
     if not ax.lines:
         raise Skip("; ".join(notes) or "no schedule to draw")
@@ -201,12 +212,6 @@ def _lr_curves(r: Runs, folder: Path) -> str:
 
 def _hashable(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
-
-
-def _text(value: object) -> str:
-    if isinstance(value, tuple):
-        return ",".join(f"{v:g}" for v in value) or "default"
-    return "default" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
 # ---- benchmark figures -------------------------------------------------------------------

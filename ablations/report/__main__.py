@@ -1,0 +1,5 @@
+"""python -m ablations.report: the same command as `ablations-report`."""
+
+from ablations.report.cli import cli
+
+cli()

@@ -1,0 +1,89 @@
+"""The store (and a benchmark JSON) -> tables, figures, REPORT.md: what `ablations report` writes.
+
+Reads only the store and the JSON: no torch, no stdout of a training run. The same inputs
+give the same files, so a published report can be diffed against a regenerated one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from ablations.errors import UserError
+from ablations.report.bench import Bench, load_bench, shown
+from ablations.report.format import FORMATS, check_formats, write_table
+from ablations.report.page import render
+from ablations.report.runs import Runs, load_runs
+from ablations.report.study import Study, analyse
+from ablations.store import Store, store_path
+
+DEFAULT_TARGET = 0.98  # validation accuracy as a fraction, for "epochs to target"; --target changes it
+
+
+def write_report(results: Path, out: Path, *, baseline: dict[str, Any] | None = None,
+                 formats: Iterable[str] = FORMATS, bench: Path | None = None,
+                 target: float = DEFAULT_TARGET) -> list[Path]:
+    """Write everything; returns every path written, REPORT.md last."""
+    formats = check_formats(formats)
+    if not 0 < target <= 1:
+        raise UserError(f"--target is a fraction of validation accuracy in (0, 1], e.g. 0.98; got {target}")
+    results, out = Path(results), Path(out)
+    bench_data: Bench | None = load_bench(bench) if bench is not None else None
+    runs = _read_store(results, required=bench_data is None)
+    # Plotting libraries load only now: a bad flag or a missing store is reported without them.
+    from ablations.report.figures import draw_bench_figures, draw_grid_figures
+
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    study = None
+    if runs is not None:
+        study = analyse(runs, baseline, target)
+        labels = {"epochs_to_target": f"epochs to {target:.0%} val acc"}
+        for name, frame in study.tables.items():
+            written += write_table(frame, out / "tables", name, formats, labels)
+        study.figures = draw_grid_figures(study, out / "figures")
+        written += [p for f in study.figures for p in f.paths]
+        written += _export(results, out / "export", study)
+    bench_figures = []
+    if bench_data is not None:
+        for group, table in bench_data.groups.items():
+            written += write_table(table, out / "tables", bench_data.file_name(group), formats,
+                                   {"images_per_s": "images/s"}, shown=shown(table))
+        bench_figures = draw_bench_figures(bench_data, out / "figures")
+        written += [p for f in bench_figures for p in f.paths]
+    page = out / "REPORT.md"
+    page.write_text(render(study, bench_data, bench_figures, formats, out), encoding="utf-8")
+    return [*written, page]
+
+
+def publish(results: Path, out: Path, *, baseline: dict[str, Any] | None = None,
+            formats: Iterable[str] = FORMATS, bench: Path | None = None, target: float = DEFAULT_TARGET) -> Path:
+    """Tables, figures and REPORT.md for a results folder; returns the page's path."""
+    return write_report(results, out, baseline=baseline, formats=formats, bench=bench, target=target)[-1]
+
+
+def _export(results: Path, folder: Path, study: Study) -> list[Path]:
+    """The store as CSV beside the report. A store from an older schema may lack columns the
+    exporter asks for; the report of its runs is still worth writing, so the page says why the
+    export is missing instead of the report failing."""
+    try:
+        with Store.open_existing(store_path(results)) as store:
+            return store.export_csv(folder)
+    except KeyError as missing:
+        study.export_note = f"the store lacks the column {missing} (an older schema); no CSV export"
+        return []
+
+
+def _read_store(results: Path, *, required: bool) -> Runs | None:
+    path = store_path(results)
+    if not path.is_file():
+        if required:
+            raise UserError(f"no run store at {path}; run `python -m ablations.run_grid` first, "
+                            "or pass --results DIR (or --bench FILE.json for throughput only)")
+        return None
+    with Store.open_existing(path) as store:
+        runs = load_runs(store)
+    if runs is None and required:
+        raise UserError(f"the run store {path} holds no runs; run `python -m ablations.run_grid` first")
+    return runs
