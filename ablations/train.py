@@ -1,4 +1,4 @@
-"""python -m ablations.train: one training run, one aligned line per epoch, then a summary.
+"""ablations train (or python -m ablations.train): one training run, one aligned line per epoch, then a summary.
 
 Every TrainConfig field is a kebab-case flag (the same names the grid uses for axes), so
 `--weight-decay 1e-3` here and `--axis weight-decay=0,1e-3` in the grid mean the same thing.
@@ -11,39 +11,102 @@ import json
 import math
 import sys
 import typing
+from functools import partial
 
-from ablations.config import AUGMENT_OPS, DATASETS, MODELS, PRECISIONS, SCHEDULES, Status, TrainConfig, field_types
-from ablations.errors import run_cli
+from ablations.config import (
+    AUGMENT_OPS,
+    DATASETS,
+    MODELS,
+    PRECISIONS,
+    SCHEDULES,
+    Status,
+    TrainConfig,
+    check_name,
+    check_policy,
+    field_types,
+)
+from ablations.errors import UserError, run_cli
 
+DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+# Help text per field. A text that states its own default (a default that depends on other
+# settings, or an environment variable) gets no "[default: ...]" appended.
 HELP = {
-    "dataset": f"one of {', '.join(DATASETS)}",
+    "dataset": "dataset by name",
     "data_root": "folder with the torchvision dataset files (default: $ABLATIONS_DATA_ROOT, else ./data)",
     "train_subset": "class-balanced training subset size (default: the train split less validation)",
     "val_subset": "validation images held out of the train split, class-balanced (default: a tenth, at most 5,000)",
     "test_subset": "class-balanced test subset size (default: the whole split)",
-    "model": f"one of {', '.join(MODELS)}",
+    "model": "the notebook's ResNet (52-115 px inputs) or its adaptive-pooling variant (native size)",
     "image_size": "model input size in px (default: 96 for notebook_resnet, native for the adaptive model)",
-    "augment": f"policy, or several joined by '+': {', '.join(AUGMENT_OPS)}",
-    "schedule": f"learning-rate schedule: {', '.join(SCHEDULES)}",
+    "augment": f"augmentation policy, or several joined by '+' (e.g. hflip+rotate); OP is one of: "
+               f"{', '.join(AUGMENT_OPS)}",
+    "lr": "SGD learning rate",
+    "nesterov": "Nesterov momentum",
+    "weight_decay": "L2 weight decay of SGD",
+    "decay_norm_and_bias": "apply weight decay to BatchNorm weights and biases too",
+    "schedule": "learning-rate schedule",
     "milestones": "comma-separated epochs where step/multistep decay (default: 75%% / 50%%,75%% of the run)",
     "gamma": "decay factor (default: 0.1 for step/multistep, 0.9 per epoch for exponential)",
-    "precision": f"one of {', '.join(PRECISIONS)} (auto: bf16 autocast on CUDA and on CPUs with AMX or "
-                 "AVX512-BF16, fp32 elsewhere)",
-    "device": "auto (cuda, then mps, then cpu), cpu, cuda, cuda:N or mps",
+    "warmup_epochs": "epochs of linear warm-up (warmup_cosine, onecycle)",
+    "eval_batch_size": "batch size for validation and test",
+    "seed": "every random number of the run follows from it",
+    "device": "auto: cuda, then mps, then cpu; cuda:N picks a GPU",
+    "precision": "auto: bf16 autocast on CUDA and on CPUs with AMX or AVX512-BF16, fp32 elsewhere",
+    "channels_last": "NHWC memory format",
+    "compile": "torch.compile the model",
 }
+
+
+def _argument_type(check):
+    """An argparse type from a config check, so a bad name stops before anything loads. The check's
+    UserError passes through argparse (it catches only ArgumentTypeError, TypeError and ValueError):
+    the user sees the suite's one-line error, and an old name says what it is called now."""
+    def parse(value: str) -> str:
+        check(value)
+        return value
+
+    return parse
+
+
+def _check_device(value: str) -> None:
+    if not (value in DEVICES[:-1] or (value.startswith("cuda:") and value[5:].isdigit())):
+        raise UserError(f"unknown device {value!r}; choose one of: {', '.join(DEVICES)}")
+
+
+# Named settings: their vocabularies go into `choices` (listed by --help and shell completion).
+CHOICES = {"dataset": DATASETS, "model": MODELS, "schedule": SCHEDULES, "precision": PRECISIONS}
+SPECIAL = {  # named settings that choices cannot express: '+'-joined ops, cuda:N
+    "augment": {"type": _argument_type(check_policy), "metavar": "OP[+OP...]"},
+    "device": {"type": _argument_type(_check_device), "metavar": "{" + ",".join(DEVICES) + "}"},
+}
+
+
+def _shown(default) -> str:
+    if isinstance(default, bool):
+        return "on" if default else "off"
+    return str(default)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m ablations.train", description="Train one ResNet run and print its metrics per epoch."
+        prog="ablations train", description="Train one ResNet run and print its metrics per epoch.",
+        epilog="Also run as `python -m ablations.train`. Every flag is also a grid key (--set, --axis).",
     )
     defaults = TrainConfig()
     for name, hint in field_types().items():
         flag = "--" + name.replace("_", "-")
         default = getattr(defaults, name)
-        text = f"{HELP.get(name, name.replace('_', ' '))} [default: {default}]"
+        text = HELP.get(name, name.replace("_", " "))
+        if "default" not in text and default is not None and default != ():
+            text += f" [default: {_shown(default)}]"
         if hint is bool:
             parser.add_argument(flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        elif name in CHOICES:
+            parser.add_argument(flag, dest=name, default=None, choices=CHOICES[name],
+                                type=_argument_type(partial(check_name, name.replace("_", " "), choices=CHOICES[name])),
+                                help=text)
+        elif name in SPECIAL:
+            parser.add_argument(flag, dest=name, default=None, help=text, **SPECIAL[name])
         else:
             metavar = "LIST" if typing.get_origin(hint) is tuple else name.upper()
             parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=text)

@@ -1,78 +1,137 @@
 #!/usr/bin/env bash
-# Every GPU check of the suite in one go, sized for a lent GPU (< 8 minutes on an H200):
-#   1. versions and nvidia-smi
-#   2. one `seed` run: MNIST at 96 px, notebook_resnet, 20 epochs x 60,000 images (target: <= 30 s)
-#   3. memory: the bytes in use stay flat over an epoch on the device (tests/test_memory.py)
-#   4. the `seed` grid, several runs sharing the GPU (target: <= 10 minutes; resumable, so a cut
-#      leaves finished runs in the store)
-#   5. the benchmarks (model step, transforms, loading, epoch), saved as JSON
-#   6. the report of the seed grid with the benchmark throughput tables, packed into one archive
-# A GPU machine without the network needs MNIST carried in, compressed (12 MB instead of 55):
+# Every GPU check of the suite in one command that fits a lent GPU's budget (10 minutes a
+# command, 15 minutes in all, start-up included). Each step has its own limit (`timeout -k`,
+# so a child that ignores SIGTERM is killed too), the limits add up to 520 s or less, the plan is
+# printed before anything starts, and each step leaves its output in $OUT as soon as it ends, so
+# a cut loses only the step it cut:
+#   gpu_check.log         versions, nvidia-smi, every step's log and exit status
+#   runs.jsonl            the notebook configuration, eager and compiled: one JSON line each
+#   runs.sqlite           the notebook grid's store (seed-major, so a partial grid is balanced)
+#   bench-<suite>.json    one pytest-benchmark file per suite, model step first
+#   report.tgz            the grid's report with the benchmark tables
+# At most 8 files: what a lent machine sends back.
+#
+# MNIST travels with the working tree, compressed (12 MB instead of 55), since the GPU machine
+# has no network; the script unpacks it and points ABLATIONS_DATA_ROOT at it:
 #   mkdir -p .gpu-data/MNIST/raw && echo /.gpu-data/ >> .git/info/exclude
 #   for f in ../shared/data/MNIST/raw/*; do gzip -c "$f" > .gpu-data/MNIST/raw/"$(basename "$f")".gz; done
-# Figures go to $OUT (default ./gpu-out). Usage:
-#   bash scripts/gpu_check.sh                 # on the GPU machine, from the repository root
-#   GPU_CHECK_TINY=1 bash scripts/gpu_check.sh   # plumbing check on a CPU in about 3 minutes
+# It installs nothing: the machine's Python must already have torch; the suite runs from the
+# checkout (PYTHONPATH), and its other dependencies travel as wheels if that Python lacks them.
+#
+#   bash scripts/gpu_check.sh                     # on the GPU machine, from the repository root
+#   GPU_CHECK_TINY=1 bash scripts/gpu_check.sh    # the same steps in the same order, tiny, on a CPU
+#   GPU_CHECK_PLAN=1 bash scripts/gpu_check.sh    # print the plan and stop
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
-# A machine without the network reads MNIST from a carried copy when one is there.
+PY=${PYTHON:-python3}
+KILL_AFTER=5  # seconds between SIGTERM and SIGKILL; counted in each step's limit below
+
+# Plain strings, split into words where used, so that the steps' subshells can read them.
+if [ -n "${GPU_CHECK_TINY:-}" ]; then
+  RUN_ARGS="--dataset synthetic --train-subset 256 --test-subset 64 --epochs 1 --device cpu"
+  GRID_ARGS="--set dataset=synthetic --set train_subset=128 --set val_subset=64 --set test_subset=64 --set epochs=1
+             --set milestones=0.5 --set device=cpu --seeds 1"
+  BENCH_ARGS="--benchmark-disable -x"
+  BENCH_K="28px or none"
+else
+  RUN_ARGS="--dataset mnist --epochs 5"
+  GRID_ARGS="--workers ${GRID_WORKERS:-4}"
+  BENCH_ARGS="--benchmark-only"
+  BENCH_K=""
+fi
+
+# step name, limit in seconds (SIGKILL grace included), what it does
+PLAN=(
+  "versions        15  torch, CUDA, cuDNN, the GPU"
+  "run-eager       60  the notebook configuration (96 px, notebook_resnet, notebook policy, step decay), eager"
+  "run-compiled    90  the same, torch.compile with CUDA graphs (compile time included)"
+  "memory          45  bytes in use stay flat over an epoch on the device (tests/test_memory.py)"
+  "grid           120  the notebook grid, several runs sharing the GPU; store copied at once"
+  "bench-model     60  forward and train step per model, precision and memory format"
+  "bench-trans     30  transforms: per-sample PIL vs batched on the device"
+  "bench-loading   20  DataLoader vs device-resident batches"
+  "bench-epoch     50  the suite's epoch vs the notebook loop vs the bare step"
+  "report          20  the grid's report with the benchmark tables"
+)
+total=0
+echo "plan (limit per step, seconds):" | tee "$OUT/gpu_check.log"
+for entry in "${PLAN[@]}"; do
+  read -r name limit what <<<"$entry"
+  total=$((total + limit))
+  printf '  %-14s %4d s  %s\n' "$name" "$limit" "$what" | tee -a "$OUT/gpu_check.log"
+done
+printf '  %-14s %4d s\n' "total" "$total" | tee -a "$OUT/gpu_check.log"
+[ -n "${GPU_CHECK_PLAN:-}" ] && exit 0
+
+limit_of() { for entry in "${PLAN[@]}"; do read -r n l _ <<<"$entry"; [ "$n" = "$1" ] && echo "$l"; done; }
+log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/gpu_check.log"; }
+# step NAME FUNCTION [ARGS]: run a function below in its own shell under the step's limit (the
+# SIGKILL grace inside it) and log its exit status; a cut or failed step never stops the next.
+step() {
+  local name=$1 fn=$2; shift 2
+  local limit; limit=$(limit_of "$name")
+  log "start $name (limit $limit s)"
+  STEP_LIMIT=$limit timeout -k "$KILL_AFTER" "$((limit - KILL_AFTER))" \
+    bash -c "$(declare -f "$fn"); $fn $*" >> "$OUT/gpu_check.log" 2>&1
+  local rc=$?
+  log "end $name: exit $rc$([ "$rc" -eq 124 ] || [ "$rc" -eq 137 ] && echo ' (cut at its limit)')"
+}
+
+# A machine without the network reads MNIST from the carried copy when one is there.
 if [ -z "${ABLATIONS_DATA_ROOT:-}" ] && [ -d "$PWD/.gpu-data/MNIST/raw" ]; then
   (cd "$PWD/.gpu-data/MNIST/raw" && for f in *.gz; do [ -e "${f%.gz}" ] || gunzip -k "$f"; done)
   export ABLATIONS_DATA_ROOT=$PWD/.gpu-data
 fi
-PY=${PYTHON:-python3}
-log() { echo "[$(date +%H:%M:%S)] $*" | tee -a "$OUT/gpu_check.log"; }
 
-if [ -n "${GPU_CHECK_TINY:-}" ]; then
-  RUN_ARGS=(--train-subset 512 --test-subset 256 --epochs 1)
-  GRID_ARGS=(--set train_subset=256 --set test_subset=256 --set epochs=1 --set milestones=0.5 --seeds 1)
-  BENCH_ARGS=(-k "epoch and 28px" --benchmark-disable)
-  T_RUN=300; T_GRID=300; T_BENCH=300
-else
-  RUN_ARGS=(--epochs 20)
-  GRID_ARGS=(--workers "${GRID_WORKERS:-4}")
-  BENCH_ARGS=(--benchmark-only)
-  T_RUN=120; T_GRID=330; T_BENCH=150
-fi
+versions() {
+  nvidia-smi || echo "no nvidia-smi"
+  "$PY" -c "import torch, torchvision, platform; print('torch', torch.__version__, 'cuda', torch.version.cuda,
+'cudnn', torch.backends.cudnn.version(), 'torchvision', torchvision.__version__, 'python', platform.python_version());
+print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
+  git rev-parse HEAD 2>/dev/null || true
+}
+notebook_run() {  # the notebook's configuration; its JSON summary line goes to runs.jsonl
+  # shellcheck disable=SC2086
+  "$PY" -m ablations.train --model notebook_resnet --augment notebook --schedule step --precision fp32 \
+    --batch-size 64 $RUN_ARGS "$@" --json | tee /dev/stderr | tail -n 1 >> "$OUT/runs.jsonl"
+}
+memory() {
+  ABLATIONS_TEST_DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')") \
+    "$PY" -m pytest tests/test_memory.py -q -p no:cacheprovider
+}
+grid() {  # the store is copied as soon as the grid stops, cut or not (sqlite's backup reads a consistent copy)
+  local results="$OUT/.grid/notebook"
+  # shellcheck disable=SC2086
+  timeout -k 2 "$((STEP_LIMIT - 15))" "$PY" -m ablations.run_grid --grid notebook --results "$results" --no-report \
+    $GRID_ARGS 2>&1 | tr '\r' '\n' | grep -vE '[0-9]+/[0-9]+ \['
+  "$PY" -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
+    "$results/runs.sqlite" "$OUT/runs.sqlite"
+}
+bench() {  # bench SUITE: one JSON per suite, written when that suite ends
+  # shellcheck disable=SC2086
+  "$PY" -m pytest "bench/test_$1.py" -q -p no:cacheprovider $BENCH_ARGS ${BENCH_K:+-k "$BENCH_K"} \
+    --benchmark-json="$OUT/bench-$1.json"
+}
+report() {
+  local results="$OUT/.grid/notebook" args=()
+  for f in "$OUT"/bench-*.json; do [ -s "$f" ] && args+=(--bench "$f"); done
+  "$PY" -m ablations.report --results "$results" --out "$results" "${args[@]}" \
+    && tar czf "$OUT/report.tgz" -C "$OUT/.grid" notebook
+}
 
-log "1/6 versions"
-{
-  nvidia-smi 2>&1 || echo "no nvidia-smi"
-  "$PY" -c "import torch, torchvision, platform; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cudnn', torch.backends.cudnn.version(), 'torchvision', torchvision.__version__, 'python', platform.python_version()); print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else 'cpu')"
-  git rev-parse HEAD 2>/dev/null
-} > "$OUT/versions.txt" 2>&1
-cat "$OUT/versions.txt" >> "$OUT/gpu_check.log"
-
-log "2/6 one seed run"
-timeout "$T_RUN" "$PY" -m ablations.train --dataset mnist --model notebook_resnet --augment seed --schedule step \
-  --batch-size 64 "${RUN_ARGS[@]}" --json > "$OUT/seed_run.log" 2>&1
-log "seed run exit $?: $(tail -n 2 "$OUT/seed_run.log" | head -n 1)"
-
-log "3/6 memory over an epoch"
-DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')")
-ABLATIONS_TEST_DEVICE=$DEVICE timeout 60 "$PY" -m pytest tests/test_memory.py -q -p no:cacheprovider \
-  >> "$OUT/gpu_check.log" 2>&1
-log "memory ($DEVICE) exit $?"
-
-log "4/6 seed grid"
-RESULTS=$(mktemp -d)/seed
-# the progress bar's carriage-return updates are dropped; every other line is kept
-timeout "$T_GRID" "$PY" -m ablations.run_grid --grid seed --results "$RESULTS" --no-report "${GRID_ARGS[@]}" 2>&1 \
-  | tr '\r' '\n' | grep -vE '[0-9]+/[0-9]+ \[' > "$OUT/seed_grid.log"
-log "seed grid exit ${PIPESTATUS[0]}: $(tail -n 1 "$OUT/seed_grid.log")"
-
-log "5/6 benchmarks"
-timeout "$T_BENCH" "$PY" -m pytest bench -q -p no:cacheprovider "${BENCH_ARGS[@]}" \
-  --benchmark-json="$OUT/bench-gpu.json" > "$OUT/bench.log" 2>&1
-log "bench exit $?: $(tail -n 1 "$OUT/bench.log")"
-
-log "6/6 report"
-REPORT_ARGS=(--results "$RESULTS" --out "$RESULTS")
-[ -s "$OUT/bench-gpu.json" ] && REPORT_ARGS+=(--bench "$OUT/bench-gpu.json")
-"$PY" -m ablations.report "${REPORT_ARGS[@]}" >> "$OUT/gpu_check.log" 2>&1
-log "report exit $?"
-tar czf "$OUT/seed-grid-results.tgz" -C "$(dirname "$RESULTS")" seed
+export PY OUT RUN_ARGS GRID_ARGS BENCH_ARGS BENCH_K
+step versions     versions
+step run-eager    notebook_run
+step run-compiled notebook_run --compile
+step memory       memory
+step grid         grid
+step bench-model  bench model
+step bench-trans  bench transforms
+step bench-loading bench loading
+step bench-epoch  bench epoch
+step report       report
+rm -rf "$OUT/.grid"  # the report.tgz and runs.sqlite hold what it had
 log "done: $(ls "$OUT" | tr '\n' ' ')"

@@ -3,11 +3,15 @@
 The CSV keeps every column at full precision for further analysis; the other formats merge
 a mean with its std ("97.12 ± 0.31") and an interval's ends ("[96.4, 97.9]") and round.
 A missing number (one seed: no std, no interval, no test) prints as an en dash.
+Numeric columns are right-aligned so digits line up; a LaTeX table is a floating `table` with
+caption and label, ready to include in a paper; an HTML table styles itself inline so it can be pasted anywhere.
 """
 
 from __future__ import annotations
 
+import html
 import math
+import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -35,7 +39,8 @@ LABELS = {
     "width_ratio": "Welch / paired width", "seed_correlation": "seed correlation", "std": "std (points)",
     "seeds_for_0_5": "seeds for 0.5 points", "seeds_for_1": "seeds for 1 point", "seeds_for_2": "seeds for 2 points",
     "family": "family size m", "notebook_says": "the notebook says", "study_finds": "this study finds",
-    "conditions": "under these conditions", "diverged_epoch": "diverged at epoch", "run_id": "run id", "speedup": "speed-up vs baseline",
+    "conditions": "under these conditions", "diverged_epoch": "diverged at epoch", "run_id": "run id",
+    "speedup": "speed-up vs baseline",
     "utilization": "utilization %", "peak_memory_bytes": "peak memory MiB", "mean_s": "mean s / call",
     "batch_size": "batch", "achieved_flops_per_s": "achieved TFLOP/s", "memory_format": "memory format",
 }
@@ -66,7 +71,8 @@ def _int(v: Any) -> str:
 FORMATTERS: dict[str, Callable[[Any], str]] = {
     "p": _p, "p_holm": _p, "n": _int, "n_ref": _int, "runs": _int, "rank": _int, "seed": _int,
     "reached": _int, "diverged_epoch": _int, "batch_size": _int, "rounds": _int,
-    "df": _num(1), "wall_s": _num(1), "epochs_to_target": _num(1), "speedup": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
+    "df": _num(1), "wall_s": _num(1), "epochs_to_target": _num(1),
+    "speedup": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
     "images_per_s": lambda v: MISSING if _missing(v) else f"{v:,.0f}",
     "utilization": lambda v: MISSING if _missing(v) else f"{100 * v:.1f}",
     "peak_memory_bytes": lambda v: MISSING if _missing(v) else f"{v / 2**20:,.0f}",
@@ -128,9 +134,49 @@ def markdown(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
     return _render(humanize(frame, labels), "md")
 
 
-def _render(shown: pd.DataFrame, fmt: str) -> str:
+# A humanized number: "1,234", "-0.52", "97.12 ± 0.31", "< 0.001", "1.50×", "[96.40, 97.90]", "3.0 (2 of 3 seeds)".
+_NUMBER = r"[+-]?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?"
+NUMERIC = re.compile(rf"(?:<\s*)?{_NUMBER}[×%]?(?: ± {_NUMBER})?(?: \(\d+ of \d+ seeds\))?|\[{_NUMBER}, {_NUMBER}\]")
+
+
+def numeric_columns(shown: pd.DataFrame) -> list[bool]:
+    """Which columns of a humanized table hold numbers only (blanks and dashes aside): those align right."""
+    def numeric(values: pd.Series) -> bool:
+        present = [str(v) for v in values if str(v) not in ("", MISSING, "nan")]
+        return bool(present) and all(NUMERIC.fullmatch(v) for v in present)
+
+    return [numeric(shown[c]) for c in shown.columns]
+
+
+def html_table(shown: pd.DataFrame) -> str:
+    """A humanized table as an HTML <table> with a header row; numeric cells right-aligned inline."""
+    styles = [' style="text-align: right"' if r else "" for r in numeric_columns(shown)]
+
+    def row(tag: str, cells) -> str:
+        return "<tr>" + "".join(f"<{tag}{style}>{html.escape(str(c))}</{tag}>"
+                                for c, style in zip(cells, styles, strict=True)) + "</tr>"
+
+    body = "\n".join(row("td", values) for values in shown.itertuples(index=False, name=None))
+    return f"<table>\n<thead>\n{row('th', shown.columns)}\n</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+LATEX_SPECIAL = {c: f"\\{c}" for c in "&%$#_{}"} | {"~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                                                     "\\": r"\textbackslash{}"}
+
+
+def latex_table(shown: pd.DataFrame, name: str, caption: str) -> str:
+    """A booktabs tabular in a floating table with its caption and `tab:<name>` label."""
+    align = ["right" if r else "left" for r in numeric_columns(shown)]
+    tabular = _render(shown, "tex", colalign=align or None)
+    text = "".join(LATEX_SPECIAL.get(c, c) for c in caption)
+    return "\n".join(["\\begin{table}[htbp]", "\\centering", f"\\caption{{{text}}}", f"\\label{{tab:{name}}}",
+                      tabular, "\\end{table}"])
+
+
+def _render(shown: pd.DataFrame, fmt: str, colalign: list[str] | None = None) -> str:
     # disable_numparse: the strings are already rounded; tabulate must not re-round them.
-    return tabulate(shown, headers="keys", tablefmt=TABLEFMT[fmt], showindex=False, disable_numparse=True)
+    return tabulate(shown, headers="keys", tablefmt=TABLEFMT[fmt], showindex=False, disable_numparse=True,
+                    colalign=colalign)
 
 
 def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
@@ -145,9 +191,11 @@ def check_formats(formats: Iterable[str] | str) -> tuple[str, ...]:
 
 
 def write_table(frame: pd.DataFrame, folder: Path, name: str, formats: Iterable[str],
-                labels: dict[str, str] | None = None, shown: pd.DataFrame | None = None) -> list[Path]:
+                labels: dict[str, str] | None = None, shown: pd.DataFrame | None = None,
+                caption: str | None = None) -> list[Path]:
     """`folder/name.<ext>` for each format; returns the paths written. `shown`: the columns
-    people read (default: all); the CSV always has every column."""
+    people read (default: all); the CSV always has every column. `caption`: the LaTeX caption
+    (default: the name in words)."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     shown = humanize(frame if shown is None else shown, labels_for(name, labels))
@@ -155,7 +203,14 @@ def write_table(frame: pd.DataFrame, folder: Path, name: str, formats: Iterable[
         path = folder / f"{name}.{fmt}"
         if fmt == "csv":
             frame.to_csv(path, index=False, lineterminator="\n")
+            written.append(path)
+            continue
+        if fmt == "tex":
+            text = latex_table(shown, name, caption or name.replace("_", " "))
+        elif fmt == "html":
+            text = html_table(shown)
         else:
-            path.write_text(_render(shown, fmt) + "\n", encoding="utf-8")
+            text = _render(shown, fmt)
+        path.write_text(text + "\n", encoding="utf-8")
         written.append(path)
     return written

@@ -1,5 +1,7 @@
-"""REPORT.md: what was run and what it can support, the reading, the tables, the figures.
+"""The report page: what was run and what it can support, the reading, the tables, the figures.
 
+`sections` builds the page once as content objects (ablations.report.blocks); REPORT.md and
+REPORT.html are two renderings of the same list, so they cannot say different things.
 Every sentence about results is generated from the tables, so the page cannot claim more
 than the store holds. No clock is read here: dates come from the runs themselves, so the
 same store always gives the same page. Each caption ends with n and the training budget.
@@ -17,9 +19,11 @@ import pandas as pd
 from ablations.config import STATUSES, TrainConfig
 from ablations.errors import UserError
 from ablations.report.bench import Bench, shown
+from ablations.report.blocks import Block, Bullets, Facts, Heading, Paragraph, Table, to_markdown
+from ablations.report.blocks import Figure as FigureBlock
 from ablations.report.budget import caption_context, hardware, training_budget
 from ablations.report.factorial import ADJUSTMENT
-from ablations.report.format import labels_for, markdown
+from ablations.report.format import labels_for
 from ablations.report.reading import PERCENT, reading
 from ablations.report.runs import Runs, cell_name, label
 from ablations.report.study import Study
@@ -37,81 +41,110 @@ MODEL = ("From one OLS model of final test accuracy (points) on every axis and a
          "t with the residual df.")
 
 
+TITLE = "Ablation report"
+# Table titles by file name: the page's headings and the LaTeX captions.
+TITLES = {
+    "notebook": "The notebook says / this study finds", "status": "Status", "problem_runs": "Failed and diverged runs",
+    "cells": "Per cell", "anova": "Analysis of variance", "simple_effects": "Simple effects",
+    "main_effects": "Main effects", "vs_baseline": "Against the baseline", "pairing": "Pairing by seed",
+    "seeds_needed": "Seeds needed", "leaderboard": "Leaderboard",
+}
+
+
+def table_title(name: str) -> str:
+    """A table's title from its file name (interaction and benchmark tables are named after their axes/group)."""
+    if name.startswith("interaction_"):
+        return "Two-way means: " + " x ".join(name.removeprefix("interaction_").split("__"))
+    if name.startswith("bench_"):
+        return "Throughput: " + name.removeprefix("bench_")
+    return TITLES.get(name, name.replace("_", " "))
+
+
 def render(study: Study | None, bench: Bench | None, bench_figures: list[Figure], formats: tuple[str, ...],
            out: Path) -> str:
-    lines = ["# Ablation report", ""]
+    """REPORT.md."""
+    return to_markdown(sections(study, bench, bench_figures, formats, out))
+
+
+def sections(study: Study | None, bench: Bench | None, bench_figures: list[Figure], formats: tuple[str, ...],
+             out: Path) -> list[Block]:
+    """The page as content objects, in reading order."""
     exports = "; the store as CSV in [export/](export/)" if study and not study.export_note else ""
     if study and study.export_note:
         exports = f" ({study.export_note})"
-    lines += [f"Tables as {', '.join(formats)} in [tables/](tables/), figures as PNG and SVG in "
-              f"[figures/](figures/){exports}. Regenerate with `python -m ablations.report`.", ""]
+    blocks: list[Block] = [
+        Heading(1, TITLE),
+        Paragraph(f"Tables as {', '.join(formats)} in [tables/](tables/), figures as PNG and SVG in "
+                  f"[figures/](figures/){exports}. Regenerate with `ablations report`.")]
     if study:
-        lines += _grid_sections(study, formats, out)
+        blocks += _grid_sections(study, formats, out)
     if bench:
-        lines += _bench_section(bench, bench_figures, formats)
-    return "\n".join(lines).rstrip() + "\n"
+        blocks += _bench_section(bench, bench_figures, formats)
+    return blocks
 
 
 # ---- the grid ----------------------------------------------------------------------------
-def _grid_sections(s: Study, formats: tuple[str, ...], out: Path) -> list[str]:
+def _grid_sections(s: Study, formats: tuple[str, ...], out: Path) -> list[Block]:
     t, r = s.tables, s.runs
     context = caption_context(r, t["cells"], training_budget(r))
     target = f"{s.target:.0%}"
 
-    def table(title: str, name: str, note: str, level: int = 2) -> list[str]:
+    def table(title: str, name: str, note: str, level: int = 2) -> list[Block]:
         labels = labels_for(name, {"epochs_to_target": f"epochs to {target} val acc"})
         return _table(title, name, t[name], formats, f"{note} {context}".strip(), level=level, labels=labels)
 
-    lines = ["## What was run", ""] + [f"- **{k}**: {v}" for k, v in _overview(r)] + ["", "## Reading", ""]
-    lines += [f"- {sentence}" for sentence in reading(s)] + [""]
-    lines += table("The notebook says / this study finds", "notebook",
+    lines: list[Block] = [Heading(2, "What was run"), Facts(_overview(r)), Heading(2, "Reading"),
+                          Bullets(reading(s))]
+    lines += table(TITLES["notebook"], "notebook",
                    "Each claim of the notebook beside this study's estimate, and the conditions that bound it.")
-    lines += table("Status", "status", "Runs per status in each cell.")
+    lines += table(TITLES["status"], "status", "Runs per status in each cell.")
     if len(t["problem_runs"]):
-        lines += table("Failed and diverged runs", "problem_runs", "Left out of every statistic below.", level=3)
-    lines += table("Per cell", "cells",
-                   f"Done runs only; final model on the test set. Mean ± std over seeds; the {PERCENT} interval counts "
-                   "both the seed spread and the test set's binomial noise (logit scale, so it stays inside 0-100); "
-                   "a note flags seeds that all agree or an interval of zero width. Best epoch and epochs to "
+        lines += table(TITLES["problem_runs"], "problem_runs", "Left out of every statistic below.", level=3)
+    lines += table(TITLES["cells"], "cells",
+                   "Done runs only; final model on the test set. Mean ± std over seeds; the "
+                   f"{PERCENT} interval counts both the seed spread and the test set's binomial noise (logit scale, "
+                   "so it stays inside 0-100); a note flags seeds that all agree or an interval of zero width. Best epoch and epochs to "
                    f"{target} use the validation split.")
     if s.model is None:
-        lines += ["## Factorial analysis", "", f"*No factorial model: {s.model_note}.*", ""]
+        lines += [Heading(2, "Factorial analysis"), Paragraph(f"*No factorial model: {s.model_note}.*")]
     else:
-        lines += table("Analysis of variance", "anova",
+        lines += table(TITLES["anova"], "anova",
                        f"`{s.model.formula}`. Type II sums of squares; classical F beside the HC3-robust F "
                        "(seed spread differs between cells); partial eta² = SS / (SS + SS residual). An interaction "
                        "holds when its HC3 p < 0.05.")
-        lines += table("Simple effects", "simple_effects",
+        lines += table(TITLES["simple_effects"], "simple_effects",
                        "For each axis in an interaction that holds: its effect within each level of the axes it "
                        f"interacts with, averaged over the others. {MODEL} {FAMILY}")
-        lines += table("Main effects", "main_effects",
+        lines += table(TITLES["main_effects"], "main_effects",
                        "Each level's least-squares mean (pointwise interval) and its difference to the reference "
                        f"level. A non-empty 'qualified by' means an interaction holds: read the simple effects "
                        f"instead. {MODEL} {FAMILY}")
         base = cell_name(s.baseline) + ("" if s.baseline_found else
                                         " (the default baseline is not in the store; the first cell stands in)")
-        lines += table("Against the baseline", "vs_baseline",
+        lines += table(TITLES["vs_baseline"], "vs_baseline",
                        f"Baseline: {base}. Difference of each cell to it. {MODEL} {FAMILY}")
-    lines += table("Pairing by seed", "pairing",
+    lines += table(TITLES["pairing"], "pairing",
                    "For each two-level axis: its difference per seed (averaged over the other axes' cells), the "
                    f"paired {PERCENT} t interval beside the unpaired Welch interval of the same numbers; the ratio is "
                    "what common random numbers buy. Unadjusted intervals: one per axis, not a family.")
-    lines += table("Seeds needed", "seeds_needed",
+    lines += table(TITLES["seeds_needed"], "seeds_needed",
                    "Seeds per cell to detect a difference of 0.5, 1 or 2 points between two cells at 80% power, "
                    "alpha 0.05, two-sided t test (statsmodels power), from the spread this store shows.")
     inter = [k for k in t if k.startswith("interaction_")]
     if inter:
-        lines += ["## Two-way means", "", "Mean final test accuracy (%) for each pair of axes, pooled over the rest. "
-                  "Parallel rows: no interaction. The tests are in the analysis of variance above.", ""]
+        lines += [Heading(2, "Two-way means"),
+                  Paragraph("Mean final test accuracy (%) for each pair of axes, pooled over the rest. "
+                            "Parallel rows: no interaction. The tests are in the analysis of variance above.")]
         for name in inter:
             a, b = name.removeprefix("interaction_").split("__")
             lines += table(f"{a} x {b}", name, "", level=3)
-    lines += table("Leaderboard", "leaderboard", "Cells by mean final test accuracy.")
-    lines += ["## Figures", ""]
+    lines += table(TITLES["leaderboard"], "leaderboard", "Cells by mean final test accuracy.")
+    lines += [Heading(2, "Figures")]
     for fig in s.figures:
-        lines += _figure(fig)
+        lines += [Heading(3, fig.title), *_figure(fig)]
     if (out / "figures" / "augment_samples.png").is_file():
-        lines += ["### Augmentation samples", "", "![Augmentation samples](figures/augment_samples.png)", ""]
+        samples = FigureBlock("figures/augment_samples.png", "Augmentation samples")
+        lines += [Heading(3, "Augmentation samples"), samples]
     return lines
 
 
@@ -166,19 +199,14 @@ def _run_time(runs: pd.DataFrame) -> str:
 
 # ---- pieces ------------------------------------------------------------------------------
 def _table(title: str, name: str, frame: pd.DataFrame, formats: tuple[str, ...], note: str, *, level: int = 2,
-           labels: dict[str, str] | None = None) -> list[str]:
-    links = " ".join(f"[{f}](tables/{name}.{f})" for f in formats)
-    lines = [f"{'#' * level} {title}", ""]
-    lines += [f"{note} Files: {links}" if note else f"Files: {links}", ""]
-    lines += [markdown(frame, labels) if len(frame) else "*(no rows)*", ""]
-    return lines
+           labels: dict[str, str] | None = None) -> list[Block]:
+    return [Heading(level, title), Table(name, frame, labels, note, formats)]
 
 
-def _figure(fig: Figure) -> list[str]:
+def _figure(fig: Figure) -> list[Block]:
     if fig.skipped:
-        return [f"### {fig.title}", "", f"*Not drawn: {fig.skipped}.*", ""]
-    return [f"### {fig.title}", "", f"![{fig.title}](figures/{fig.name}.png)", "",
-            f"{fig.caption} [SVG](figures/{fig.name}.svg)", ""]
+        return [Paragraph(f"*Not drawn: {fig.skipped}.*")]
+    return [FigureBlock(f"figures/{fig.name}.png", fig.title, fig.caption, f"figures/{fig.name}.svg")]
 
 
 def _join(values, numeric: bool = False) -> str:
@@ -189,19 +217,20 @@ def _join(values, numeric: bool = False) -> str:
 
 
 # ---- throughput --------------------------------------------------------------------------
-def _bench_section(bench: Bench, figures: list[Figure], formats: tuple[str, ...]) -> list[str]:
+def _bench_section(bench: Bench, figures: list[Figure], formats: tuple[str, ...]) -> list[Block]:
     commit = bench.commit.get("id") or "?"
     dirty = " (uncommitted changes)" if bench.commit.get("dirty") else ""
-    lines = ["## Throughput", "", f"From `{bench.source.name}` (pytest-benchmark, saved {bench.datetime or '?'}, "
-             f"commit {commit[:12]}{dirty}).", ""]
-    lines += [f"- {k}: {v}" for k, v in bench.machine.items()] + [""]
+    lines: list[Block] = [Heading(2, "Throughput"),
+                          Paragraph(f"From `{bench.source.name}` (pytest-benchmark, saved {bench.datetime or '?'}, "
+                                    f"commit {commit[:12]}{dirty})."),
+                          Bullets([f"{k}: {v}" for k, v in bench.machine.items()])]
     by_name = {f.name: f for f in figures}
     for group, table in bench.groups.items():
         name = bench.file_name(group)
         lines += _table(group, name, shown(table), formats, _bench_sentence(table), level=3,
                         labels={"images_per_s": "images/s"})
         if name in by_name:
-            lines += _figure(by_name[name])[2:]
+            lines += _figure(by_name[name])
     return lines
 
 

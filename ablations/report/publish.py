@@ -1,4 +1,4 @@
-"""The store (and a benchmark JSON) -> tables, figures, REPORT.md: what `ablations report` writes.
+"""The store (and a benchmark JSON) -> tables, figures, REPORT.md and REPORT.html: what `ablations report` writes.
 
 Reads only the store and the JSON: no torch, no stdout of a training run. The same inputs
 give the same files, so a published report can be diffed against a regenerated one.
@@ -12,8 +12,10 @@ from typing import Any
 
 from ablations.errors import UserError
 from ablations.report.bench import Bench, load_bench, shown
+from ablations.report.blocks import to_markdown
 from ablations.report.format import FORMATS, check_formats, write_table
-from ablations.report.page import render
+from ablations.report.html import to_html
+from ablations.report.page import sections, table_title
 from ablations.report.runs import Runs, load_runs
 from ablations.report.study import Study, analyse
 from ablations.store import Store, store_path
@@ -24,7 +26,7 @@ DEFAULT_TARGET = 0.98  # validation accuracy as a fraction, for "epochs to targe
 def write_report(results: Path, out: Path, *, baseline: dict[str, Any] | None = None,
                  formats: Iterable[str] = FORMATS, bench: Path | None = None,
                  target: float = DEFAULT_TARGET) -> list[Path]:
-    """Write everything; returns every path written, REPORT.md last."""
+    """Write everything; returns every path written, REPORT.html then REPORT.md last."""
     formats = check_formats(formats)
     if not 0 < target <= 1:
         raise UserError(f"--target is a fraction of validation accuracy in (0, 1], e.g. 0.98; got {target}")
@@ -41,25 +43,29 @@ def write_report(results: Path, out: Path, *, baseline: dict[str, Any] | None = 
         study = analyse(runs, baseline, target)
         labels = {"epochs_to_target": f"epochs to {target:.0%} val acc"}
         for name, frame in study.tables.items():
-            written += write_table(frame, out / "tables", name, formats, labels)
+            written += write_table(frame, out / "tables", name, formats, labels, caption=table_title(name))
         study.figures = draw_grid_figures(study, out / "figures")
         written += [p for f in study.figures for p in f.paths]
         written += _export(results, out / "export", study)
     bench_figures = []
     if bench_data is not None:
         for group, table in bench_data.groups.items():
-            written += write_table(table, out / "tables", bench_data.file_name(group), formats,
-                                   {"images_per_s": "images/s"}, shown=shown(table))
+            name = bench_data.file_name(group)
+            written += write_table(table, out / "tables", name, formats, {"images_per_s": "images/s"},
+                                   shown=shown(table), caption=table_title(name))
         bench_figures = draw_bench_figures(bench_data, out / "figures")
         written += [p for f in bench_figures for p in f.paths]
-    page = out / "REPORT.md"
-    page.write_text(render(study, bench_data, bench_figures, formats, out), encoding="utf-8")
-    return [*written, page]
+    # One list of sections, two renderings: the Markdown and the HTML page cannot disagree.
+    blocks = sections(study, bench_data, bench_figures, formats, out)
+    browser, page = out / "REPORT.html", out / "REPORT.md"
+    browser.write_text(to_html(blocks, out), encoding="utf-8")
+    page.write_text(to_markdown(blocks), encoding="utf-8")
+    return [*written, browser, page]
 
 
 def publish(results: Path, out: Path, *, baseline: dict[str, Any] | None = None,
             formats: Iterable[str] = FORMATS, bench: Path | None = None, target: float = DEFAULT_TARGET) -> Path:
-    """Tables, figures and REPORT.md for a results folder; returns the page's path."""
+    """Tables, figures, REPORT.md and REPORT.html for a results folder; returns REPORT.md's path."""
     return write_report(results, out, baseline=baseline, formats=formats, bench=bench, target=target)[-1]
 
 
