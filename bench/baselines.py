@@ -1,19 +1,16 @@
-"""What the suite's data path is measured against, and the step every suite times.
+"""What the suite's data path is measured against, and the loops the epoch suite times.
 
 - `v2_compose`: a policy's random steps as torchvision.transforms.v2 on one uint8 tensor, the
   modern per-sample alternative to the notebook's PIL Compose (`Policy.reference_train()`).
 - `mnist_loader`: the notebook's input pipeline: torchvision MNIST (a PIL image per sample),
   a per-sample transform, a shuffled DataLoader.
 - `notebook_epoch`: the notebook's training loop over such a loader, reading the loss and the
-  accuracy back to the host every step as the notebook does.
+  accuracy back to the host every step as the notebook does. Its model, optimizer and step are
+  a `Run` from `build_run` (fp32, NCHW: how the notebook trains); only the data path is its own.
 - `bare_epoch`: the same steps on one pre-made batch: the model's cost with no data pipeline.
-- `worker_threads`: the one intra-op thread a DataLoader worker runs its transforms with.
 """
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import torch
 import torchvision
@@ -23,7 +20,7 @@ from torchvision.transforms import InterpolationMode, v2
 
 from ablations.augment import Policy
 from ablations.data import balanced_indices, resolve_data_root
-from ablations.trainer import train_step
+from ablations.trainer import Run, train_step
 
 BILINEAR = InterpolationMode.BILINEAR
 
@@ -31,8 +28,8 @@ BILINEAR = InterpolationMode.BILINEAR
 def v2_compose(policy: Policy) -> v2.Compose:
     """uint8 (C, H, W) tensor in, normalized float32 out; each call draws new parameters.
 
-    Mirrors `ablations.augment_reference.random_transforms` step for step, so the two per-sample
-    pipelines do the same work (bilinear rotation, one ColorJitter per photometric op)."""
+    Mirrors the steps' `reference_random()` one for one, so the two per-sample pipelines do the
+    same work (bilinear rotation, one ColorJitter per photometric op)."""
     steps = [_v2_step(step) for step in policy.steps]
     half = (0.5,) * policy.channels  # the notebook's Normalize(0.5, 0.5)
     return v2.Compose([*steps, v2.ToDtype(torch.float32, scale=True), v2.Normalize(half, half)])
@@ -57,26 +54,13 @@ def _v2_step(step) -> nn.Module:
     raise AssertionError(f"no torchvision v2 step for {kind!r}")
 
 
-@contextmanager
-def worker_threads() -> Iterator[None]:
-    """One intra-op thread, as torch sets in every DataLoader worker process. Per-sample
-    transforms are many tiny ops, which more threads slow down: a 28 px v2 rotation took
-    ~15 ms with 2 threads and ~2 ms with 1 on a shared 2-core CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def mnist_loader(policy: Policy, n: int, *, batch_size: int, num_workers: int, seed: int = 0,
                  drop_last: bool = False) -> DataLoader:
-    """torchvision MNIST train split with `policy.reference_train()` per image, shuffled.
+    """A class-balanced n-image subset of torchvision MNIST's train split with
+    `policy.reference_train()` per image, shuffled.
 
-    The first n images are the class-balanced subset `load_dataset(train_subset=n)` holds, so
-    the device-resident and the notebook pipelines see the same images. Workers persist across
-    epochs: their start-up is paid in the warm-up, as a long training run pays it once."""
+    Workers persist across epochs: their start-up is paid in the warm-up, as a long training run
+    pays it once."""
     root = resolve_data_root(None)
     dataset = torchvision.datasets.MNIST(str(root), train=True, download=False, transform=policy.reference_train())
     if n < len(dataset):
@@ -87,14 +71,14 @@ def mnist_loader(policy: Policy, n: int, *, batch_size: int, num_workers: int, s
     )
 
 
-def notebook_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, loader: DataLoader, *,
-                   device: torch.device, autocast, memory_format: torch.memory_format) -> dict:
-    model.train()
+def notebook_epoch(run: Run, loader: DataLoader) -> dict:
+    """One pass over `loader` with `run`'s model, optimizer and step, the notebook's way."""
+    run.model.train()
     loss_sum, correct, n = 0.0, 0, 0
     for images, labels in loader:
-        x = images.to(device).contiguous(memory_format=memory_format)
-        y = labels.to(device)
-        loss, logits = train_step(model, optimizer, loss_fn, x, y, autocast)
+        x = images.to(run.device).contiguous(memory_format=run.memory_format)
+        y = labels.to(run.device)
+        loss, logits = train_step(run, x, y)
         # the notebook's running sums: two host syncs per step
         loss_sum += loss.item() * len(y)
         correct += (logits.argmax(1) == y).sum().item()
@@ -102,12 +86,11 @@ def notebook_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: 
     return {"train_loss": loss_sum / n, "train_acc": correct / n}
 
 
-def bare_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: nn.Module, x: torch.Tensor,
-               y: torch.Tensor, *, steps: int, autocast) -> dict:
+def bare_epoch(run: Run, x: torch.Tensor, y: torch.Tensor, *, steps: int) -> dict:
     """`steps` train steps on one batch already on the device: the ceiling any data path can reach."""
-    model.train()
+    run.model.train()
     loss_sum = torch.zeros((), device=x.device)
     for _ in range(steps):
-        loss, _ = train_step(model, optimizer, loss_fn, x, y, autocast)
+        loss, _ = train_step(run, x, y)
         loss_sum += loss.float()
     return {"train_loss": loss_sum.item() / steps}  # one sync per epoch, as train_one_epoch

@@ -1,5 +1,5 @@
-"""Fixtures and hooks of the benchmark suites: the device, real MNIST on it, peak FLOP/s,
-the registry of within-group ratios, seeding, and the machine description saved with each run.
+"""Fixtures and hooks of the benchmark suites: the device, real MNIST on it, peak FLOP/s, the
+registry of within-group ratios, the suites' order, and the machine description saved with each run.
 
 The device is $ABLATIONS_BENCH_DEVICE, else auto (cuda, then mps, then cpu). The root
 conftest points $ABLATIONS_DATA_ROOT at ../shared/data when the MNIST files are there.
@@ -10,23 +10,38 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import torch
 
 from ablations.data import TensorDataset, load_dataset
-from ablations.provenance import cpu_model, device_name
-from ablations.trainer import seed_everything
-from bench.measure import BENCH_DEVICE, Registry, gemm_peak, table_peak
+from ablations.devices import cpu_model, device_name
+from bench.peaks import GEMM_SIZE, peak_flops
+from bench.record import Registry
+from bench.runs import BENCH_DEVICE, CPU_CAPABILITY, PEAK_DTYPE, PRECISIONS
 
 REGISTRY = pytest.StashKey[Registry]()
-# 2048^2 fp32 takes ~0.25 s on 2 CPU cores: big enough that BLAS runs at full rate, small
-# enough for 11 tries in ~3 s; on a GPU 8192^2 (1.1 TFLOP) fills every SM.
-GEMM_SIZE = {"cpu": 2048, "cuda": 8192}
+# The model step first: it is the suite a hardware comparison quotes, and it should not run
+# last on a machine that has warmed up (or been taken over) during the long data suites.
+SUITE_ORDER = ("test_model", "test_transforms", "test_loading", "test_epoch")
+BENCH_DIR = Path(__file__).resolve().parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.stash[REGISTRY] = Registry()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Run bench/'s suites in SUITE_ORDER; within a file, in parametrization order (stable sort)."""
+
+    def rank(item: pytest.Item) -> int:
+        path = Path(item.fspath)
+        if path.parent != BENCH_DIR or path.stem not in SUITE_ORDER:
+            return -1  # anything else keeps its place ahead of the benchmarks
+        return SUITE_ORDER.index(path.stem)
+
+    items.sort(key=rank)
 
 
 @pytest.fixture(scope="session")
@@ -43,15 +58,16 @@ def registry(pytestconfig: pytest.Config) -> Registry:
 
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
-    seed_everything(0)
+    torch.manual_seed(0)  # random inputs and PIL references draw from the global generator
 
 
 @pytest.fixture(scope="session")
-def mnist(bench_device) -> Callable[[int], TensorDataset]:
-    """n -> real MNIST with a class-balanced n-image training subset, as uint8 on the device."""
-    cache: dict[int, TensorDataset] = {}
+def mnist(bench_device) -> Callable[[int | None], TensorDataset]:
+    """n -> real MNIST with a class-balanced n-image training subset (None: the whole train split,
+    less validation), as uint8 on the device."""
+    cache: dict[int | None, TensorDataset] = {}
 
-    def subset(n: int) -> TensorDataset:
+    def subset(n: int | None) -> TensorDataset:
         if n not in cache:
             cache[n] = load_dataset("mnist", train_subset=n, test_subset=1000, device=bench_device)
         return cache[n]
@@ -60,39 +76,31 @@ def mnist(bench_device) -> Callable[[int], TensorDataset]:
 
 
 @pytest.fixture(scope="session")
-def peak_flops(bench_device) -> Callable[[str], float | None]:
-    """dtype name ("float32", "bfloat16") -> dense peak FLOP/s of the benchmark device.
-
-    Known GPUs: their datasheet figure (bench.measure.GPU_PEAKS). A CPU or an unknown GPU: the
-    best large-matmul rate, measured once per session per dtype with the current thread count.
-    """
-    measured: dict[str, float] = {}
-
-    def peak(dtype: str) -> float | None:
-        if bench_device.type == "cuda":
-            known, value = table_peak(device_name(bench_device), dtype)
-            if known:
-                return value
-        if dtype not in measured:
-            size = GEMM_SIZE.get(bench_device.type, GEMM_SIZE["cpu"])
-            measured[dtype] = gemm_peak(bench_device, getattr(torch, dtype), size=size)
-        return measured[dtype]
-
-    return peak
+def peak(bench_device) -> Callable[[str], float | None]:
+    """precision ("fp32", "bf16") -> dense peak FLOP/s of the benchmark device in that precision,
+    at the current thread count (see bench.peaks)."""
+    return lambda precision: peak_flops(bench_device, PEAK_DTYPE[precision])
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
-    """Saved with every run: what the numbers depend on beyond the code."""
+    """Saved with every run: what the numbers depend on beyond the code. The peaks are the ones
+    the utilizations were computed against (cached from the run, measured now if none was)."""
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+    on_cuda = BENCH_DEVICE.type == "cuda"
     machine_info.update(
         bench_device=str(BENCH_DEVICE),
         bench_device_name=device_name(BENCH_DEVICE),
         torch=torch.__version__,
-        cuda=torch.version.cuda,
-        cudnn=cudnn,
         torch_threads=torch.get_num_threads(),
         cpu_model=cpu_model(),
-        gpu=_gpu_info() if BENCH_DEVICE.type == "cuda" else None,
+        cpu_capability=CPU_CAPABILITY,
+        bench_precisions=list(PRECISIONS),
+        peak_flops_per_s={PEAK_DTYPE[p]: peak_flops(BENCH_DEVICE, PEAK_DTYPE[p]) for p in PRECISIONS},
+        peak_flops_source=("datasheet where known (bench.peaks.GPU_PEAKS), else " if on_cuda else "")
+        + f"best of 10 {GEMM_SIZE.get(BENCH_DEVICE.type, GEMM_SIZE['cpu'])}^2 GEMMs at {torch.get_num_threads()} threads",
+        cuda=torch.version.cuda,
+        cudnn=cudnn,
+        gpu=_gpu_info() if on_cuda else None,
     )
 
 
@@ -120,11 +128,18 @@ def _nvidia_driver() -> str | None:
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
-    """Images/s and ratios per group, one line per benchmark: the numbers a person quotes."""
+    """Images/s and ratios per group, one line per benchmark, then the headline figures against
+    their targets: the numbers a person quotes."""
     registry = config.stash.get(REGISTRY, None)
     if not registry or not registry.groups:
         return
     untimed = " (--benchmark-disable: one call each, noisy)" if config.getoption("benchmark_disable", False) else ""
-    terminalreporter.section(f"throughput on {device_name(BENCH_DEVICE)}{untimed}")
+    terminalreporter.section(f"throughput on {device_name(BENCH_DEVICE)}, {CPU_CAPABILITY}{untimed}")
     for line in registry.lines():
         terminalreporter.write_line(line)
+    for group, infos in sorted(registry.groups.items()):
+        for info in infos:
+            for key, target in info.get("targets", {}).items():
+                value = info.get(key)
+                shown = "not measured" if value is None else f"{value:.3g} ({'met' if value >= target else 'missed'})"
+                terminalreporter.write_line(f"headline {group} / {info['variant']}: {key} {shown}, target >= {target}")

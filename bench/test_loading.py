@@ -6,8 +6,11 @@
 - device-resident: the suite's path, an index gather from the uint8 images already on the
   device plus the batched policy, as `train_one_epoch` does before the model.
 
-Two transforms: `none` (ToTensor + Normalize at 28 px) and `seed` (the notebook's
+Two transforms: `none` (ToTensor + Normalize at 28 px) and `notebook` (the notebook's
 Resize(120) -> RandomHorizontalFlip -> RandomCrop(96) train transform).
+
+Every variant's main process runs with the same torch threads (recorded as num_threads); a
+DataLoader worker process gets one thread of its own (num_workers is recorded too).
 """
 
 from __future__ import annotations
@@ -17,12 +20,13 @@ import torch
 
 from ablations.augment import build_policy
 from bench.baselines import mnist_loader
-from bench.measure import BASELINE, CANDIDATE, measure, record
+from bench.measure import measure
+from bench.record import BASELINE, CANDIDATE, record
 
-TRANSFORMS = {"none": 28, "seed": 96}  # policy -> output size (px)
+TRANSFORMS = {"none": 28, "notebook": 96}  # policy -> output size (px)
 VARIANTS = {"DataLoader w=0": 0, "DataLoader w=2": 2, "device-resident": None}  # -> worker processes
 BATCH = 64  # the notebook's training batch
-IMAGES = 2048  # per call: 32 batches, ~1 s of PIL work for `seed` on one CPU core
+IMAGES = 2048  # per call: 32 batches, ~1 s of PIL work for `notebook` on one CPU core
 IMAGES_UNTIMED = 256  # with --benchmark-disable: 4 batches, enough to run every path
 BUDGET_S = 2.0
 
@@ -62,6 +66,6 @@ def test_loading(benchmark, registry, bench_device, mnist, policy_name, variant)
     record(
         benchmark, registry, suite="loading", variant=variant,
         role=BASELINE if variant == "DataLoader w=0" else CANDIDATE, timing=timing, batch_size=BATCH,
-        device=bench_device,
+        img_size=out_size, device=bench_device, num_workers=workers or 0,
     )
     assert timing.result == [((BATCH, 1, out_size, out_size), (BATCH,))] * (n // BATCH)  # every batch, whole

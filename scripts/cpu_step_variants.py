@@ -1,77 +1,185 @@
-"""Train-step throughput of a few execution variants, timed in turn, one step each per round.
+"""Throughput of execution variants of the trainer's step, interleaved round by round; and the grid's layout.
 
 A shared CPU's speed drifts by 20% or more over tens of seconds, so two variants timed one
 after the other can differ by more than the effect being measured. Here every round runs one
-step of each variant back to back, and each variant's median over the rounds is compared with
-the first one's: drift hits every variant alike.
+call of each variant back to back, and each variant's median over the rounds is compared with
+the first variant of its kind (train or eval): drift hits every variant alike.
 
-    python scripts/cpu_step_variants.py                          # 96 px: contiguous, channels_last
-    python scripts/cpu_step_variants.py --size 28 --variants contiguous,channels_last,compile
-    THP_MEM_ALLOC_ENABLE=1 python scripts/cpu_step_variants.py   # process-wide settings: per run
+    python scripts/cpu_step_variants.py                         # 28 px: fp32, bf16, compile-bf16, eval-512, eval-2048
+    python scripts/cpu_step_variants.py --size 96 --variants contiguous,fp32,bf16
+    python scripts/cpu_step_variants.py --layout                # 2 processes x 1 thread vs 1 process x 2 threads
+    THP_MEM_ALLOC_ENABLE=1 python scripts/cpu_step_variants.py  # process-wide settings: per run
 
-Variants: contiguous (the notebook's NCHW), channels_last (the suite's default), compile
-(channels_last under torch.compile). The model is the notebook's ResNet at 96 px, its
-adaptive variant below 52 px; batch 64, SGD, random inputs.
+Variants, each a run from `build_run` (the grid's trainer), batch 64, SGD, random uint8 images:
+  contiguous    train step, fp32, NCHW (the notebook's execution)
+  fp32, bf16    train step, channels_last, fp32 or bf16 autocast
+  compile-bf16  train step, channels_last, bf16 autocast, torch.compile
+  eval-512, eval-2048   `evaluate` over 2,048 test images in batches of 512 or 2,048 (forward only,
+                        the suite's default precision and layout)
+The model is the notebook's ResNet at 52 px and above, its adaptive variant below.
+
+--layout runs the bf16 train step at --size in worker processes for --seconds of wall time per
+round: 2 processes x 1 thread (the grid's layout: one run per core) and 1 process x 2 threads,
+alternating which goes first, and reports each layout's aggregate images/s (median over rounds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
 
 import torch
-from torch import nn
 
-from ablations.models import SeedResNet, build_model
-from ablations.trainer import train_step
+from ablations.config import TrainConfig
+from ablations.data import TensorDataset
+from ablations.models import NotebookResNet
+from ablations.trainer import Run, build_run, evaluate, train_step
 
-LAYOUTS = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last, "compile": torch.channels_last}
+EVAL_IMAGES = 2048  # one eval call: the largest eval batch, so both eval variants do the same work
+VARIANTS = {  # name -> (kind, TrainConfig overrides)
+    "contiguous": ("train", {"precision": "fp32", "channels_last": False}),
+    "fp32": ("train", {"precision": "fp32"}),
+    "bf16": ("train", {"precision": "bf16"}),
+    "compile-bf16": ("train", {"precision": "bf16", "compile": True}),
+    "eval-512": ("eval", {"eval_batch_size": 512}),
+    "eval-2048": ("eval", {"eval_batch_size": 2048}),
+}
+DEFAULT_VARIANTS = "fp32,bf16,compile-bf16,eval-512,eval-2048"
+LAYOUTS = {"2 processes x 1 thread": (2, 1), "1 process x 2 threads": (1, 2)}
 
 
-def make_step(variant: str, size: int, batch: int) -> Callable[[], object]:
-    torch.manual_seed(0)
-    layout = LAYOUTS[variant]
-    smallest_fixed_size = SeedResNet.INPUT_SIZE_RANGE[False][0]  # AvgPool2d(4) needs 52 px or more
-    model_name = "seed_resnet" if size >= smallest_fixed_size else "seed_resnet_adaptive"
-    model = build_model(model_name, in_channels=1, num_classes=10, image_size=size).to(memory_format=layout)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    forward = torch.compile(model) if variant == "compile" else model
-    x = torch.randn(batch, 1, size, size).contiguous(memory_format=layout)
-    y = torch.randint(10, (batch,))
-    loss_fn = nn.CrossEntropyLoss()
-    return lambda: train_step(forward, optimizer, loss_fn, x, y, nullcontext())
+def random_data(train: int, test: int) -> TensorDataset:
+    """MNIST-shaped random uint8 images: a step's cost does not depend on what the pixels show."""
+    g = torch.Generator().manual_seed(0)
+
+    def images(n: int) -> torch.Tensor:
+        return torch.randint(256, (n, 1, 28, 28), generator=g, dtype=torch.uint8)
+
+    def labels(n: int) -> torch.Tensor:
+        return torch.randint(10, (n,), generator=g)
+
+    return TensorDataset("synthetic", images(train), labels(train), images(test), labels(test), 10)
+
+
+def make_run(size: int, batch: int, **overrides) -> Run:
+    smallest_fixed_size = NotebookResNet.INPUT_SIZE_RANGE[False][0]  # AvgPool2d(4) needs 52 px or more
+    model = "notebook_resnet" if size >= smallest_fixed_size else "notebook_resnet_adaptive"
+    cfg = TrainConfig(dataset="synthetic", model=model, image_size=size, batch_size=batch, device="cpu", **overrides)
+    return build_run(cfg, random_data(batch, EVAL_IMAGES))
+
+
+def make_call(variant: str, size: int, batch: int) -> tuple[Callable[[], object], int]:
+    """(one call of the variant, images it processes)."""
+    kind, overrides = VARIANTS[variant]
+    run = make_run(size, batch, **overrides)
+    if kind == "eval":
+        return (lambda: evaluate(run, "test")), EVAL_IMAGES
+    x, y = run.batch(torch.arange(batch))
+    run.model.train()
+    return (lambda: train_step(run, x, y)), batch
+
+
+def compare_variants(args: argparse.Namespace) -> None:
+    variants = args.variants.split(",")
+    calls = {v: make_call(v, args.size, args.batch_size) for v in variants}
+    for call, _ in calls.values():  # warm-up: oneDNN primitives, compilation
+        call(), call()
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for variant, (call, _) in calls.items():
+            start = time.perf_counter()
+            call()
+            seconds[variant].append(time.perf_counter() - start)
+
+    print(f"{args.size} px, batch {args.batch_size}, {torch.get_num_threads()} threads, {args.rounds} rounds")
+    first_of_kind: dict[str, float] = {}
+    for variant in variants:
+        kind, images = VARIANTS[variant][0], calls[variant][1]
+        rate = images / statistics.median(seconds[variant])
+        base = first_of_kind.setdefault(kind, rate)
+        reference = next(v for v in variants if VARIANTS[v][0] == kind)
+        print(f"{variant:14s} {kind:5s} {images:5d} img/call {rate:9.1f} img/s (median)  {rate / base:5.2f}x {reference}")
+
+
+def layout_worker(args: argparse.Namespace) -> None:
+    """One process of a layout: warm up, say ready, then one timed stretch per 'go SECONDS' line."""
+    torch.set_num_threads(args.threads)
+    run = make_run(args.size, args.batch_size, precision="bf16")
+    x, y = run.batch(torch.arange(args.batch_size))
+    for _ in range(3):
+        train_step(run, x, y)
+    print("ready", flush=True)
+    for line in sys.stdin:
+        budget = float(line.split()[1])
+        start, steps = time.perf_counter(), 0
+        while time.perf_counter() - start < budget:
+            train_step(run, x, y)  # on the CPU each step has finished when it returns
+            steps += 1
+        print(json.dumps({"images": steps * args.batch_size, "seconds": time.perf_counter() - start}), flush=True)
+
+
+def compare_layouts(args: argparse.Namespace) -> None:
+    workers: dict[str, list[subprocess.Popen]] = {}
+    for name, (processes, threads) in LAYOUTS.items():
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads)}  # the OpenMP pool matches torch's threads
+        command = [sys.executable, __file__, "--worker", "--threads", str(threads), "--size", str(args.size),
+                   "--batch-size", str(args.batch_size)]
+        workers[name] = [subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+                         for _ in range(processes)]
+    for procs in workers.values():  # all warmed up before any timing
+        for proc in procs:
+            assert proc.stdout.readline().strip() == "ready", "a layout worker failed to start"
+    rates: dict[str, list[float]] = {name: [] for name in LAYOUTS}
+    names = list(LAYOUTS)
+    for round_ in range(args.rounds):
+        for name in names[round_ % 2:] + names[: round_ % 2]:  # alternate which layout goes first
+            for proc in workers[name]:
+                proc.stdin.write(f"go {args.seconds}\n")
+                proc.stdin.flush()
+            results = [json.loads(proc.stdout.readline()) for proc in workers[name]]
+            rates[name].append(sum(r["images"] / r["seconds"] for r in results))  # aggregate over processes
+    for procs in workers.values():
+        for proc in procs:
+            proc.stdin.close()
+            proc.wait(timeout=60)
+
+    print(f"bf16 train step, {args.size} px, batch {args.batch_size}, {args.rounds} rounds x {args.seconds} s per layout")
+    base = statistics.median(rates[names[0]])
+    for name in names:
+        median = statistics.median(rates[name])
+        spread = f"{min(rates[name]):.1f}-{max(rates[name]):.1f}"
+        print(f"{name:24s} {median:8.1f} img/s aggregate (median; range {spread})  {median / base:5.2f}x {names[0]}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=96, help="input size in px (default 96)")
+    parser.add_argument("--size", type=int, default=28, help="input size in px (default 28, the CPU grids')")
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=20, help="timed steps per variant (default 20)")
-    parser.add_argument("--variants", default="contiguous,channels_last", help=f"comma-separated: {', '.join(LAYOUTS)}")
+    parser.add_argument("--rounds", type=int, default=20, help="rounds: one call of each variant, or one stretch "
+                        "of each layout (default 20)")
+    parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated: {', '.join(VARIANTS)}")
+    parser.add_argument("--layout", action="store_true", help="compare 2 processes x 1 thread with 1 x 2 instead")
+    parser.add_argument("--seconds", type=float, default=10.0, help="--layout: wall time per layout per round")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    variants = args.variants.split(",")
-    unknown = [v for v in variants if v not in LAYOUTS]
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
     if unknown:
-        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(LAYOUTS)}")
-
-    steps = {v: make_step(v, args.size, args.batch_size) for v in variants}
-    for step in steps.values():  # warm-up: kernel selection, compilation
-        step(), step()
-    seconds: dict[str, list[float]] = {v: [] for v in variants}
-    for _ in range(args.rounds):
-        for variant, step in steps.items():
-            start = time.perf_counter()
-            step()
-            seconds[variant].append(time.perf_counter() - start)
-
-    print(f"{args.size} px, batch {args.batch_size}, {torch.get_num_threads()} threads, {args.rounds} rounds")
-    base = statistics.median(seconds[variants[0]])
-    for variant in variants:
-        median = statistics.median(seconds[variant])
-        print(f"{variant:14s} {args.batch_size / median:7.1f} img/s (median)  {base / median:5.2f}x {variants[0]}")
+        parser.error(f"unknown variant {unknown[0]!r}; choose from {', '.join(VARIANTS)}")
+    if args.rounds < 1:
+        parser.error("--rounds must be 1 or more")
+    if args.worker:
+        layout_worker(args)
+    elif args.layout:
+        compare_layouts(args)
+    else:
+        compare_variants(args)
 
 
 if __name__ == "__main__":

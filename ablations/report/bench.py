@@ -19,11 +19,13 @@ import pandas as pd
 from ablations.errors import UserError
 
 COLUMNS = ["variant", "role", "suite", "images_per_s", "speedup", "utilization", "achieved_flops_per_s",
-           "peak_memory_bytes", "batch_size", "dtype", "memory_format", "device_name", "mean_s", "rounds", "name"]
-# What a table shows; the CSV keeps every column.
-SHOWN = ["variant", "role", "images_per_s", "speedup", "utilization", "peak_memory_bytes", "batch_size", "dtype",
-         "memory_format", "mean_s"]
-MACHINE_KEYS = ("cpu", "node", "machine", "system", "release", "python_version", "python_implementation")
+           "peak_memory_bytes", "batch_size", "img_size", "param_count", "num_threads", "precision", "dtype",
+           "memory_format", "device_name", "median_s", "rounds", "name"]
+# What a table shows; the CSV keeps every column. images/s come from the median call.
+SHOWN = ["variant", "role", "images_per_s", "speedup", "utilization", "peak_memory_bytes", "batch_size", "img_size",
+         "num_threads", "precision", "memory_format", "median_s"]
+MACHINE_KEYS = ("cpu", "cpu_model", "cpu_capability", "torch", "torch_threads", "peak_flops_per_s",
+                "peak_flops_source", "node", "machine", "system", "release", "python_version")
 
 
 @dataclass(frozen=True)
@@ -61,22 +63,24 @@ def load_bench(path: str | Path) -> Bench:
 def _row(bench: dict[str, Any], path: Path) -> dict[str, Any]:
     try:
         name, timing = bench["name"], bench["stats"]
-        mean_s = float(timing["mean"])
+        median_s = float(timing["median"])
     except (KeyError, TypeError, ValueError):
-        raise UserError(f"{path}: a benchmark lacks name or stats.mean; is it a pytest-benchmark file?") from None
+        raise UserError(f"{path}: a benchmark lacks name or stats.median; is it a pytest-benchmark file?") from None
     extra = bench.get("extra_info") or {}
     ips = _float(extra.get("images_per_s"))
-    if ips is None and _float(extra.get("batch_size")) and mean_s > 0:
-        ips = float(extra["batch_size"]) / mean_s  # one call = one batch, when the suite did not say
+    if ips is None and _float(extra.get("batch_size")) and median_s > 0:
+        ips = float(extra["batch_size"]) / median_s  # one call = one batch, when the suite did not say
     return {
         "group": bench.get("group") or "ungrouped", "name": name, "variant": str(extra.get("variant") or name),
         "role": str(extra.get("role") or "candidate"), "suite": str(extra.get("suite") or ""),
         "images_per_s": ips, "utilization": _float(extra.get("utilization")),
         "achieved_flops_per_s": _float(extra.get("achieved_flops_per_s")),
         "peak_memory_bytes": _float(extra.get("peak_memory_bytes")), "batch_size": _float(extra.get("batch_size")),
+        "img_size": _float(extra.get("img_size")), "param_count": _float(extra.get("param_count")),
+        "num_threads": _float(extra.get("num_threads")), "precision": str(extra.get("precision") or ""),
         "dtype": str(extra.get("dtype") or ""), "memory_format": str(extra.get("memory_format") or ""),
         "device_name": str(extra.get("device_name") or extra.get("device") or ""),
-        "mean_s": mean_s, "rounds": _float(timing.get("rounds")),
+        "median_s": _float(extra.get("median_s")) or median_s, "rounds": _float(timing.get("rounds")),
     }
 
 
@@ -109,8 +113,9 @@ def machine_summary(info: dict[str, Any]) -> dict[str, str]:
         if brand:
             out["cpu"] = f"{brand}" + (f" ({cores} logical cores)" if cores else "")
     for key in MACHINE_KEYS[1:]:
-        if info.get(key):
-            out[key] = str(info[key])
+        value = info.get(key)
+        if value:
+            out[key] = json.dumps(value, sort_keys=True) if isinstance(value, (dict, list)) else str(value)
     for key in sorted(info):
         if any(word in key.lower() for word in ("gpu", "cuda", "torch", "device")):
             value = info[key]

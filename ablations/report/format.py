@@ -41,8 +41,9 @@ LABELS = {
     "family": "family size m", "notebook_says": "the notebook says", "study_finds": "this study finds",
     "conditions": "under these conditions", "diverged_epoch": "diverged at epoch", "run_id": "run id",
     "speedup": "speed-up vs baseline",
-    "utilization": "utilization %", "peak_memory_bytes": "peak memory MiB", "mean_s": "mean s / call",
-    "batch_size": "batch", "achieved_flops_per_s": "achieved TFLOP/s", "memory_format": "memory format",
+    "utilization": "utilization %", "peak_memory_bytes": "peak memory MiB", "median_s": "median s / call",
+    "batch_size": "batch", "img_size": "px", "num_threads": "threads", "param_count": "parameters",
+    "achieved_flops_per_s": "achieved TFLOP/s", "memory_format": "memory format",
 }
 # Where a table's column means something more specific than LABELS says.
 TABLE_LABELS = {
@@ -70,13 +71,14 @@ def _int(v: Any) -> str:
 
 FORMATTERS: dict[str, Callable[[Any], str]] = {
     "p": _p, "p_holm": _p, "n": _int, "n_ref": _int, "runs": _int, "rank": _int, "seed": _int,
-    "reached": _int, "diverged_epoch": _int, "batch_size": _int, "rounds": _int,
+    "reached": _int, "diverged_epoch": _int, "batch_size": _int, "rounds": _int, "img_size": _int,
+    "num_threads": _int, "param_count": _int,
     "df": _num(1), "wall_s": _num(1), "epochs_to_target": _num(1),
     "speedup": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
     "images_per_s": lambda v: MISSING if _missing(v) else f"{v:,.0f}",
     "utilization": lambda v: MISSING if _missing(v) else f"{100 * v:.1f}",
     "peak_memory_bytes": lambda v: MISSING if _missing(v) else f"{v / 2**20:,.0f}",
-    "mean_s": lambda v: MISSING if _missing(v) else f"{v:.4g}",
+    "median_s": lambda v: MISSING if _missing(v) else f"{v:.4g}",
     "achieved_flops_per_s": lambda v: MISSING if _missing(v) else f"{v / 1e12:.2f}",
     "significant": lambda v: "" if _missing(v) else "yes" if bool(v) else "",
     "F": _num(2), "F_hc3": _num(2), "p_hc3": _p, "sum_sq": _num(3), "partial_eta_sq": _num(3), "se": _num(3),
