@@ -283,7 +283,8 @@ def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path, capsys) -> None:
     Store(store_path(tmp_path / "empty")).close()
     for args, words in ((["--results", str(tmp_path / "empty")], "holds no runs"),
                         (["--results", str(tmp_path / "empty"), "--format", "md,pdf"], "unknown table format"),
-                        (["--bench", str(tmp_path / "none.json")], "no benchmark file at")):
+                        (["--bench", str(tmp_path / "none.json"), "--out", str(tmp_path / "b")], "no benchmark file at"),
+                        (["--bench", str(tmp_path / "none.json")], "--bench alone needs --out DIR")):
         with pytest.raises(SystemExit) as exit_:
             run_cli(lambda args=args: main(args))
         err = capsys.readouterr().err

@@ -23,16 +23,17 @@ from ablations.store import Store, store_path
 DEFAULT_TARGET = 0.98  # validation accuracy as a fraction, for "epochs to target"; --target changes it
 
 
-def write_report(results: Path, out: Path, *, baseline: dict[str, Any] | None = None,
+def write_report(results: Path | None, out: Path, *, baseline: dict[str, Any] | None = None,
                  formats: Iterable[str] = FORMATS, bench: Path | None = None,
                  target: float = DEFAULT_TARGET) -> list[Path]:
-    """Write everything; returns every path written, REPORT.html then REPORT.md last."""
+    """Write everything; returns every path written, REPORT.html then REPORT.md last.
+    `results` None: a throughput report of `bench` alone."""
     formats = check_formats(formats)
     if not 0 < target <= 1:
         raise UserError(f"--target is a fraction of validation accuracy in (0, 1], e.g. 0.98; got {target}")
-    results, out = Path(results), Path(out)
+    out = Path(out)
     bench_data: Bench | None = load_bench(bench) if bench is not None else None
-    runs = _read_store(results, required=bench_data is None)
+    runs = _read_store(Path(results), required=bench_data is None) if results is not None else None
     # Plotting libraries load only now: a bad flag or a missing store is reported without them.
     from ablations.report.figures import draw_bench_figures, draw_grid_figures
 
