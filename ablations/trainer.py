@@ -260,7 +260,7 @@ def train(
     run = build_run(cfg, data)
     if run.device.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    reset_peak_memory(run.device)
+    reset_peak_memory(run.device)  # a one-epoch run's peak includes its warm-up; longer runs reset after epoch 1
 
     result = RunResult(status=Status.DONE, device_name=device_name(run.device), precision=run.precision)
     train_seconds = 0.0
@@ -280,6 +280,8 @@ def train(
             on_epoch(metrics)
         if last:
             break
+        if epoch == 0:  # peak memory of the steady state: after cuDNN's benchmark workspaces and compilation
+            reset_peak_memory(run.device)
 
     trained_images = run.steps_per_epoch * cfg.batch_size * len(result.epochs)
     result.train_images_per_s = trained_images / train_seconds if train_seconds else 0.0
