@@ -7,10 +7,15 @@ only the driver writes the store.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 import functools
 import multiprocessing
 import os
+import signal
+import sys
+import threading
+import time
 import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -19,6 +24,10 @@ from ablations.config import Status, TrainConfig
 from ablations.errors import UserError
 
 BACKENDS = ("local", "ray")
+RAY_MISSING = 'the ray backend needs Ray, which is not installed here: pip install -e ".[ray]", or use --backend local'
+# How often a worker's watchdog looks for its driver: a dead driver's workers are gone within this.
+PARENT_POLL_S = 1.0
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def run_one(config: dict) -> dict:
@@ -110,10 +119,67 @@ class InlineExecutor:
         pass
 
 
-def _init_worker(threads: int) -> None:
+def require_ray():
+    """The ray module, or the one-line error that says how to get it (checked before the store is written)."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError(RAY_MISSING) from None
+    return ray
+
+
+# How many runs train at once beside this one on the same device: stored with each run, so a
+# throughput measured while runs shared a device is labelled as shared.
+CONCURRENT_RUNS_ENV = "ABLATIONS_CONCURRENT_RUNS"
+# Runs per GPU when Ray is given GPUs but no --gpus-per-run: small ResNets leave an H200 idle alone.
+RUNS_PER_GPU = 4
+
+
+def _init_worker(threads: int, parent_pid: int, workers: int) -> None:
+    die_with_parent(parent_pid)
+    os.environ[CONCURRENT_RUNS_ENV] = str(workers)
     import torch
 
     torch.set_num_threads(threads)
+
+
+def ray_gpu_share(requested: float | None, cluster_gpus: float, configs_device: str) -> float:
+    """GPUs per Ray task. Ray hides every GPU from a task that asks for none, so on a cluster with
+    GPUs a run meant for one would silently train on the CPU: unset gives each run a 1/4 share,
+    and an explicit 0 there is refused unless the runs are pinned to the CPU."""
+    if requested is None:
+        return 1.0 / RUNS_PER_GPU if cluster_gpus > 0 and configs_device != "cpu" else 0.0
+    if requested == 0 and cluster_gpus > 0 and configs_device != "cpu":
+        raise UserError(f"--gpus-per-run 0 on a Ray cluster with {cluster_gpus:g} GPU(s) would train every run on a "
+                        "CPU (Ray hides GPUs from tasks that ask for none); give a share such as 0.25, "
+                        "or --device cpu")
+    if requested < 0:
+        raise UserError(f"--gpus-per-run must be 0 or more, got {requested:g}")
+    return requested
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """End this worker when the driver that started it dies, even by SIGKILL (no cleanup runs there).
+
+    Linux: the kernel sends SIGKILL on the parent's death (prctl PR_SET_PDEATHSIG). Elsewhere, and
+    as a second line, a daemon thread polls the parent pid. Without this, a killed driver leaves
+    its workers training runs whose results nobody will record. The kernel ties the signal to the
+    thread that started the worker: the pool starts workers in submit(), on the driver's main thread,
+    which lives as long as the driver. The multiprocessing resource tracker needs nothing: it exits
+    when the last holder of its pipe (the driver and these workers) is gone."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)  # a failure leaves the watchdog below
+    if os.getppid() != parent_pid:  # the driver died before prctl took effect
+        os._exit(1)
+    threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="parent-watchdog").start()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    # An orphan is re-parented (to init or a subreaper), so a changed ppid means the driver is gone.
+    while os.getppid() == parent_pid:
+        time.sleep(PARENT_POLL_S)
+    os._exit(1)
 
 
 class ProcessExecutor:
@@ -130,7 +196,7 @@ class ProcessExecutor:
             max_workers=self.workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_init_worker,
-            initargs=(self.threads,),
+            initargs=(self.threads, os.getpid(), self.workers),
         )
 
     def submit(self, config: dict) -> Future:
@@ -148,11 +214,9 @@ class ProcessExecutor:
 class RayExecutor:
     """Each run is a Ray task (CPUs/GPUs per run as asked); a task whose worker died is retried."""
 
-    def __init__(self, *, address: str | None, workers: int, cpus_per_run: float, gpus_per_run: float) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise UserError('the ray backend needs Ray: pip install -e ".[ray]"') from None
+    def __init__(self, *, address: str | None, workers: int, cpus_per_run: float, gpus_per_run: float | None,
+                 device: str = "auto") -> None:
+        ray = require_ray()
         self._ray = ray
         env = {k: os.environ[k] for k in ("ABLATIONS_DATA_ROOT",) if k in os.environ}
         self._started_here = not ray.is_initialized()
@@ -164,6 +228,7 @@ class RayExecutor:
                 else {"num_cpus": max(os.cpu_count() or 1, int(cpus_per_run)), "_node_ip_address": "127.0.0.1"}
             )
             ray.init(**init, include_dashboard=False, runtime_env={"env_vars": env}, logging_level="ERROR")
+        gpus_per_run = ray_gpu_share(gpus_per_run, ray.cluster_resources().get("GPU", 0), device)
         self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=2)(run_one)
         # workers 0: as many runs at once as the cluster's CPUs (or GPUs) allow
         fit = ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)
@@ -185,9 +250,11 @@ class RayExecutor:
             self._ray.shutdown()
 
 
-def make_executor(backend: str, *, workers: int, address: str | None, cpus_per_run: float, gpus_per_run: float):
+def make_executor(backend: str, *, workers: int, address: str | None, cpus_per_run: float,
+                  gpus_per_run: float | None, device: str = "auto"):
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
     if backend == "ray":
-        return RayExecutor(address=address, workers=workers, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run)
+        return RayExecutor(address=address, workers=workers, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                           device=device)
     return InlineExecutor() if workers == 1 else ProcessExecutor(workers)

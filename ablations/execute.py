@@ -82,6 +82,7 @@ def execute(
         raise
     finally:
         heartbeat.stop()
+        heartbeat.join()  # its connection closes with it: the grid may then switch the store's journal mode
     executor.shutdown()
     return counts
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import importlib.metadata
+import os
 import platform
 import socket
 import subprocess
@@ -55,6 +56,8 @@ def provenance(device, precision: str | None = None) -> dict:
         "device_name": device_name(device),
         "cpu_capability": cpu_capability(),
         "precision": precision,
+        # runs training at once on this device (local worker processes): throughput measured shared
+        "concurrent_runs": int(os.environ.get("ABLATIONS_CONCURRENT_RUNS", "1")),
         "host": socket.gethostname(),
         "platform": platform.platform(),
     }

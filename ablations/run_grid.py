@@ -46,7 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backend", default="local", help="local (this machine) or ray [local]")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs reserved per run [1]")
-    p.add_argument("--gpus-per-run", type=float, default=0.0, help="Ray: GPUs per run, fractions share one [0]")
+    p.add_argument("--gpus-per-run", type=float, default=None,
+                   help="Ray: GPUs per run, fractions share one [0.25 on a cluster with GPUs, else 0]")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (same as --set device=...)")
     p.add_argument("--no-report", action="store_true", help="skip the tables and figures at the end")
     return p
@@ -79,15 +80,17 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
     """Every check that can fail before the store is written; returns the worker count.
 
     Bad input must change nothing: no store, no folder, no queued row."""
-    from ablations.backends import BACKENDS, preflight, resolve_workers  # torch loads only for real work
+    from ablations.backends import BACKENDS, preflight, require_ray, resolve_workers  # torch loads only for real work
 
     if args.backend not in BACKENDS:
         raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
+    if args.backend == "ray":
+        require_ray()
     workers = resolve_workers(args.workers, args.backend, p.configs)
     check_results_folder(p.results)
     path = store_path(p.results)
     if path.exists():
-        with Store.open_existing(path) as store:
+        with Store.open_existing(path) as store:  # opening checks that every page of it reads back
             store.check_grid(p.grid.spec())
     if args.backend == "local":
         preflight(p.configs)
@@ -129,7 +132,7 @@ def run_pending(args: argparse.Namespace, p: Plan, store: Store, pending: list[T
 
     executor = make_executor(
         args.backend, workers=workers, address=args.address, cpus_per_run=args.cpus_per_run,
-        gpus_per_run=args.gpus_per_run,
+        gpus_per_run=args.gpus_per_run, device=next(iter({c.device for c in pending}), "auto"),
     )
     print(f"grid {p.grid.name}: {len(p.configs)} runs, {skipped} finished before, {len(pending)} to run "
           f"on {args.backend} with {executor.workers} worker(s); store {store.path}", flush=True)
@@ -175,8 +178,7 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
 
 def print_dry_run(grid: Grid, configs: list[TrainConfig], results: Path) -> None:
-    path = store_path(results)
-    status = Store.open_existing(path).status_of([c.run_id for c in configs]) if path.exists() else {}
+    status = read_status(store_path(results), configs)
     rows = [
         [i + 1, c.run_id, *(getattr(c, a) for a in grid.axes), c.seed, status.get(c.run_id, "new")]
         for i, c in enumerate(configs)
@@ -185,6 +187,14 @@ def print_dry_run(grid: Grid, configs: list[TrainConfig], results: Path) -> None
     cells = len({c.cell_id for c in configs})
     done = sum(status.get(c.run_id) in FINISHED for c in configs)
     print(f"\n{len(configs)} runs ({cells} cells x {len(grid.seeds)} seeds); {done} finished, {len(configs) - done} to run")
+
+
+def read_status(path: Path, configs: list[TrainConfig]) -> dict[str, str]:
+    """Status per run id of a store that may not exist yet (a dry run creates nothing)."""
+    if not path.exists():
+        return {}
+    with Store.open_existing(path) as store:
+        return store.status_of([c.run_id for c in configs])
 
 
 def finish_line(grid: Grid, cfg: TrainConfig, result: dict) -> str:
@@ -214,7 +224,10 @@ def main(argv: list[str] | None = None) -> int:
     workers = validate(args, p)
     store, pending, skipped = enqueue(p)
     with store:
-        counts = run_pending(args, p, store, pending, skipped, workers)
+        try:
+            counts = run_pending(args, p, store, pending, skipped, workers)
+        finally:
+            store.make_publishable()
     if counts is None:
         return 130
     if not args.no_report:

@@ -3,8 +3,13 @@
 Each finished run is written in one transaction, so a process killed at any point (SIGKILL
 included) leaves either the whole run or none of it. WAL lets the report read while a grid
 writes, and claims take the write lock up front (BEGIN IMMEDIATE) so two grid processes
-sharing a store never train the same run at once. Standard library only: the report reads
-the store on machines without torch.
+sharing a store never train the same run at once. When a grid ends the store goes back to a
+rollback journal (`make_publishable`): one self-contained file that any reader, a read-only
+mount included, opens without leaving -wal/-shm files beside it. Standard library only: the
+report reads the store on machines without torch.
+
+Every SQLite error that means "this file" (damaged, read-only, not a database) leaves the
+store as a one-line UserError naming the file; contention ("database is locked") does not.
 """
 
 from __future__ import annotations
@@ -46,6 +51,7 @@ _ADDED_IN_2 = {
 # Long enough to outlast the other process's largest transaction (one finished run).
 BUSY_TIMEOUT_S = 30.0
 _HINT = "run `python -m ablations.run_grid` first"
+_DAMAGED_HINT = "restore it from a backup, or give --results another folder to start afresh"
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -84,6 +90,32 @@ def _owner_died_here(owner: str | None) -> bool:
     return False
 
 
+def user_error(path: Path, err: sqlite3.DatabaseError) -> UserError | None:
+    """The one-line error for an SQLite error about the file itself; None for contention, which is not
+    the user's to fix and must stay an error the caller can retry or see in full."""
+    text = str(err)
+    if "locked" in text or "busy" in text:
+        return None
+    if "readonly" in text or "read-only" in text:
+        return UserError(f"{path} is read-only; copy it somewhere writable and point --results there")
+    if "unable to open" in text:  # e.g. a store left in WAL mode (a killed grid) on a read-only disk
+        return UserError(f"{path} cannot be opened ({text}); copy its folder somewhere writable and use that")
+    if isinstance(err, sqlite3.OperationalError) and "disk i/o" not in text.lower():
+        return None  # a bad statement: a bug here, shown with its traceback
+    return UserError(f"{path} is damaged ({text}); {_DAMAGED_HINT}")
+
+
+@contextmanager
+def _as_user_errors(path: Path) -> Iterator[None]:
+    try:
+        yield
+    except sqlite3.DatabaseError as err:
+        translated = user_error(path, err)
+        if translated is None:
+            raise
+        raise translated from None
+
+
 def store_path(results: str | os.PathLike) -> Path:
     """The store file of a results folder."""
     return Path(results) / STORE_NAME
@@ -105,8 +137,9 @@ class Store:
         elif not self.path.is_file():
             raise UserError(f"no run store at {self.path}; {_HINT}")
         self._lock = threading.RLock()
-        # mode=rw: opening a store must never leave an empty file behind it.
-        uri = self.path.resolve().as_uri() + ("" if _create else "?mode=rw")
+        # mode=ro: a reader never writes (so never leaves an empty file behind it) and reads a
+        # store on a read-only disk or mount.
+        uri = self.path.resolve().as_uri() + ("" if _create else "?mode=ro")
         # Autocommit mode: every transaction is explicit. Any thread may call under self._lock.
         self._conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                      check_same_thread=False)
@@ -115,9 +148,11 @@ class Store:
             self._setup(_create)
         except BaseException as err:
             self._conn.close()
-            # A bad file is the user's to fix; contention ("database is locked") is not.
-            if isinstance(err, sqlite3.DatabaseError) and "locked" not in str(err):
-                raise UserError(f"{self.path} cannot be opened as a run store ({err}); {_HINT}") from None
+            if isinstance(err, sqlite3.DatabaseError) and "file is not a database" in str(err):
+                raise UserError(f"{self.path} is not a run store ({err}): restore it if it was one, "
+                                f"or give --results another folder") from None
+            if isinstance(err, sqlite3.DatabaseError) and (translated := user_error(self.path, err)):
+                raise translated from None
             raise
 
     @classmethod
@@ -148,6 +183,18 @@ class Store:
             raise UserError(f"{self.path} has store schema {version}, newer than this code's {SCHEMA_VERSION}")
         if create and version < SCHEMA_VERSION:
             self._upgrade()
+        if not create:
+            self.check_intact()
+
+    def check_intact(self) -> None:
+        """Read every page (quick_check): a store whose header is intact but whose pages are not
+        would otherwise give a wrong summary, or fail half way through a report or a grid."""
+        rows = [row[0] for row in self._conn.execute("PRAGMA quick_check(3)").fetchall()]
+        if rows == ["ok"]:
+            return
+        # SQLite heads the list with "*** in database main ***" and may put several problems in a row.
+        problems = [line for row in rows for line in row.splitlines() if not line.startswith("***")]
+        raise UserError(f"{self.path} is damaged ({problems[0] if problems else rows[0]}); {_DAMAGED_HINT}")
 
     def _upgrade(self) -> None:
         """Add the columns of newer schemas; old rows keep NULL there (the report reads them as missing)."""
@@ -168,7 +215,7 @@ class Store:
     # ---- transactions ------------------------------------------------------------------
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[sqlite3.Connection]:
-        with self._lock:
+        with self._lock, _as_user_errors(self.path):
             self._conn.execute(begin)
             try:
                 yield self._conn
@@ -182,8 +229,23 @@ class Store:
         return self._transaction("BEGIN IMMEDIATE")
 
     def _query(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        with self._lock:
+        with self._lock, _as_user_errors(self.path):
             return self._conn.execute(sql, tuple(params)).fetchall()
+
+    def make_publishable(self) -> bool:
+        """Fold the WAL into the file and switch to a rollback journal, as a grid ends.
+
+        A WAL store is two or three files, and any reader of it (sqlite3, a copy, a read-only
+        mount) writes or needs -wal/-shm beside it; a rollback-journal store is one file that
+        readers leave alone. The next grid switches back to WAL. Skipped (False) while another
+        runner holds claims in it: that runner switches when it ends."""
+        with self._lock:
+            try:
+                if self._conn.execute(f"SELECT 1 FROM runs WHERE status = '{Status.RUNNING}' LIMIT 1").fetchone():
+                    return False
+                return self._conn.execute("PRAGMA journal_mode = DELETE").fetchone()[0] == "delete"
+            except sqlite3.DatabaseError:  # locked by another process now, or damaged: it stays WAL
+                return False
 
     def close(self) -> None:
         with self._lock:

@@ -1,5 +1,8 @@
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -82,7 +85,7 @@ def test_missing_dataset_without_network_names_the_path_flag_and_variable(monkey
 
 
 def test_cli_missing_dataset_exits_2_with_one_line_and_no_traceback(tmp_path):
-    env = {**__import__("os").environ, **NO_NETWORK}
+    env = {**os.environ, **NO_NETWORK}
     proc = subprocess.run(
         [sys.executable, "-m", "ablations.train", "--dataset", "mnist", "--data-root", str(tmp_path), "--epochs", "1"],
         capture_output=True, text=True, env=env, timeout=120,
@@ -90,3 +93,63 @@ def test_cli_missing_dataset_exits_2_with_one_line_and_no_traceback(tmp_path):
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: mnist not found under") and "Traceback" not in proc.stderr
+
+
+# ---- damaged files and misplaced roots (copies of the real files; the shared data is never touched) ----
+REAL_RAW = resolve_data_root(None) / "MNIST" / "raw"
+needs_mnist = pytest.mark.skipif(not REAL_RAW.is_dir(), reason="needs the real MNIST files")
+
+
+def mnist_copy(root: Path) -> Path:
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for source in REAL_RAW.iterdir():
+        shutil.copyfile(source, raw / source.name)
+    return raw
+
+
+def tree(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*")}
+
+
+@needs_mnist
+@pytest.mark.parametrize(
+    "name,damage,why",
+    [
+        ("train-images-idx3-ubyte", lambda b: b[: len(b) // 2], "23,520,008 bytes where its header promises 47,040,016"),
+        ("t10k-images-idx3-ubyte", lambda b: os.urandom(len(b)), "not an idx file of 3-d unsigned bytes"),
+        ("train-labels-idx1-ubyte", lambda b: os.urandom(len(b)), "not an idx file of 1-d unsigned bytes"),
+        ("t10k-labels-idx1-ubyte", lambda b: b[:4] + (1000).to_bytes(4, "big") + b[8:1008], "1,000 labels for 10,000 images"),
+    ],
+    ids=["truncated images", "garbage images", "garbage labels", "labels of another split"],
+)
+def test_a_damaged_mnist_file_is_named_with_what_to_do(tmp_path, name, damage, why):
+    raw = mnist_copy(tmp_path)
+    path = raw / name
+    path.write_bytes(damage(path.read_bytes()))
+    before = tree(tmp_path)
+    with pytest.raises(UserError) as err:
+        load_dataset("mnist", data_root=str(tmp_path))
+    assert str(err.value) == f"{path} is damaged ({why}); delete it to download it again, or restore it from a copy"
+    assert tree(tmp_path) == before
+
+
+@needs_mnist
+@pytest.mark.parametrize("depth", ["MNIST", "MNIST/raw"])
+def test_a_data_root_one_level_too_deep_says_where_to_point_and_writes_nothing(tmp_path, depth):
+    mnist_copy(tmp_path)
+    before = tree(tmp_path)
+    with pytest.raises(UserError, match=rf"looks like a dataset folder itself .* holds MNIST/, e\.g\. {tmp_path}$"):
+        load_dataset("mnist", data_root=str(tmp_path / depth))
+    assert tree(tmp_path) == before  # no MNIST/MNIST/raw inside the user's folder
+
+
+def test_a_failed_download_leaves_the_data_root_as_it_was(monkeypatch, tmp_path):
+    for key, value in NO_NETWORK.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "mine.txt").write_text("the user's own file")
+    with pytest.raises(UserError, match="download failed"):
+        load_dataset("mnist", data_root=str(tmp_path))
+    with pytest.raises(UserError, match="download failed"):
+        load_dataset("mnist", data_root=str(tmp_path / "new" / "deeper"))
+    assert tree(tmp_path) == {"mine.txt": 19}

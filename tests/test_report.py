@@ -156,6 +156,15 @@ def test_mixed_hardware_is_a_warning(tmp_path: Path) -> None:
     assert "2 runs on Test CPU (2 threads), precision bf16, CPU capability AVX2" in page
 
 
+def test_precision_as_the_studied_axis_is_no_hardware_warning() -> None:
+    """The published parity study: one machine, fp32 and bf16 by design."""
+    from ablations.report.budget import hardware
+
+    runs = runs_of(REPO / "results" / "precision_parity")
+    line, warning = hardware(runs)
+    assert warning is None and "precision by cell (the precision axis)" in line, line
+
+
 def test_report_is_deterministic(grid, tmp_path: Path) -> None:
     results, _, _ = grid
     again = tmp_path / "again"

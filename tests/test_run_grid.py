@@ -67,7 +67,7 @@ def test_dry_run_lists_runs_and_touches_nothing(results_dir):
 def test_sigkill_mid_grid_then_resume_runs_everything_exactly_once(results_dir):
     proc = subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "1"), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
-    deadline = time.time() + 300
+    deadline = time.time() + 900  # a loaded 2-core machine takes minutes per run
     while time.time() < deadline:  # wait for two finished runs, then kill mid-way through the third
         line = proc.stdout.readline()
         if line.startswith("done") and sum(r[1] == "done" for r in rows(results_dir)) >= 2:
@@ -87,6 +87,77 @@ def test_sigkill_mid_grid_then_resume_runs_everything_exactly_once(results_dir):
     assert {r[3] for r in after} == {1}  # one epoch row per run: nothing duplicated
     assert {r[0]: r[2] for r in after if r[0] in finished_before} == {r: 1 for r in finished_before}
     assert f"{len(finished_before)} skipped" in resumed.stdout
+
+
+def process_table() -> dict[int, tuple[int, str, str]]:
+    """pid -> (parent pid, state, start time) of every process, from /proc (psutil is not a dependency)."""
+    table = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            stat = (entry / "stat").read_text() if entry.name.isdigit() else ""
+        except OSError:  # it ended while we looked
+            continue
+        if stat:
+            fields = stat.rsplit(")", 1)[1].split()  # the command name may hold spaces and parentheses
+            table[int(entry.name)] = (int(fields[1]), fields[0], fields[19])
+    return table
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every process below `pid`, as pid -> start time (which tells a pid reused later apart)."""
+    table, found, frontier = process_table(), {}, [pid]
+    while frontier:
+        parent = frontier.pop()
+        for child, (ppid, _, started) in table.items():
+            if ppid == parent and child not in found:
+                found[child] = started
+                frontier.append(child)
+    return found
+
+
+def survivors(processes: dict[int, str]) -> list[int]:
+    table = process_table()
+    # A zombie has ended; it only waits for its new parent (init here may never reap it).
+    return [pid for pid, started in processes.items()
+            if pid in table and table[pid][2] == started and table[pid][1] != "Z"]
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
+def test_sigkill_of_the_driver_takes_its_workers_and_resource_tracker_with_it(results_dir):
+    proc = subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "2"), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    children: dict[int, str] = {}
+    while time.time() < deadline and proc.poll() is None:  # both workers training, the tracker up
+        children = descendants(proc.pid)
+        commands = [cmdline(pid) for pid in children]
+        workers = sum("spawn_main" in c for c in commands)
+        tracker = any("resource_tracker" in c for c in commands)
+        if workers == 2 and tracker and store_path(results_dir).exists() \
+                and [r[1] for r in rows(results_dir)].count("running") == 2:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"the grid did not start two workers in time (exit {proc.poll()})")
+    children = {**descendants(proc.pid), **children}
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.time() + 10
+    while survivors(children) and time.time() < deadline:
+        time.sleep(0.2)
+    left = survivors(children)
+    for pid in left:  # do not leak them into the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert not left, [cmdline(pid) for pid in left]
+    assert len(children) >= 3  # the control: the workers and the tracker were there to be killed
 
 
 def test_two_concurrent_runners_never_run_a_run_twice(results_dir):
@@ -131,7 +202,7 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(results_dir):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: full, quick, seed, smoke"),
+        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: full, notebook, notebook_cpu, precision_parity, quick, smoke"),
         (["--axis", "colour=red"], "error: unknown setting 'colour'; choose one of:"),
         (["--axis", "augment=none,mixup"], "error: unknown augmentation policy 'mixup'"),
         (["--set", "weight-decay=-1"], "error: weight-decay must be 0 or more"),
@@ -176,3 +247,20 @@ def test_ray_backend_runs_smoke_on_a_local_cluster(results_dir, tmp_path):
     finally:
         subprocess.run([str(ray_bin), "stop", "--force"], capture_output=True, timeout=120, env=env)
         shutil.rmtree(short_tmp, ignore_errors=True)
+
+
+@pytest.mark.parametrize("requested,gpus,device,expected", [
+    (None, 0, "auto", 0.0), (None, 8, "auto", 0.25), (None, 8, "cpu", 0.0), (0.5, 8, "auto", 0.5), (0, 8, "cpu", 0.0),
+])
+def test_ray_gives_each_run_a_gpu_share_where_the_cluster_has_gpus(requested, gpus, device, expected):
+    from ablations.backends import ray_gpu_share
+
+    assert ray_gpu_share(requested, gpus, device) == expected
+
+
+def test_ray_refuses_no_gpu_share_on_a_cluster_with_gpus():
+    from ablations.backends import ray_gpu_share
+    from ablations.errors import UserError
+
+    with pytest.raises(UserError, match="--gpus-per-run 0 on a Ray cluster with 8 GPU.*would train every run on a CPU"):
+        ray_gpu_share(0.0, 8, "auto")

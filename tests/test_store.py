@@ -246,7 +246,7 @@ def test_sigkill_mid_way_loses_nothing(tmp_path: Path) -> None:
     db = sqlite3.connect(path)
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
-    with Store.open_existing(path) as s:
+    with Store(path) as s:  # it claims below: a writer
         status = s.status_of(others)
         assert all(status[r] == "done" for r in reported)
         epochs_per_run: dict[str, int] = {}
@@ -388,3 +388,76 @@ def test_claim_of_another_host_waits_for_staleness(store: Store) -> None:
     assert store.claim(cfg.run_id, remote)
     assert not store.claim(cfg.run_id, new_owner(), stale_after_s=3600)
     assert store.claim(cfg.run_id, new_owner(), stale_after_s=0)
+
+
+# ---- publishing, read-only and damaged stores ------------------------------------------
+def finished_store(path: Path, n: int = 6) -> None:
+    with Store(path) as s:
+        s.enqueue(configs(n), grid="g")
+        owner = new_owner()
+        for cfg in configs(n):
+            s.claim(cfg.run_id, owner)
+            s.finish(cfg.run_id, owner, result(3), {**PROVENANCE, "notes": "x" * 3000})  # a page or so each
+        assert s.make_publishable()
+
+
+def test_a_published_store_is_one_file_that_readers_leave_alone(tmp_path: Path) -> None:
+    path = tmp_path / STORE_NAME
+    finished_store(path)
+    sqlite3.connect(path).execute("SELECT 1").connection.close()  # what any reader does
+    with Store.open_existing(path) as reader:
+        assert reader.counts()["done"] == 6
+    assert sorted(p.name for p in tmp_path.iterdir()) == [STORE_NAME]
+    with Store(path) as writer:  # the next grid writes in WAL mode again
+        assert writer._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert (tmp_path / f"{STORE_NAME}-wal").exists()  # the control: a WAL store is more than one file
+
+
+def test_a_store_with_claims_in_flight_stays_in_wal(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid="g")
+    store.claim(cfg.run_id, "some-other-host:1:abcd1234")  # another runner is still training it
+    assert not store.make_publishable()
+    assert store._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_a_reader_opens_read_only_and_never_writes(tmp_path: Path) -> None:
+    path = tmp_path / STORE_NAME
+    finished_store(path)
+    before = path.read_bytes()
+    with Store.open_existing(path) as reader:
+        assert reader.counts()["done"] == 6
+        with pytest.raises(UserError, match="is read-only; copy it somewhere writable"):
+            reader.enqueue(configs(7), grid="g")
+    assert path.read_bytes() == before
+
+
+def corrupt_back_half(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    page = int.from_bytes(data[16:18], "big")
+    for i in range(len(data) // page // 2, len(data) // page):
+        data[i * page + 8: (i + 1) * page] = bytes([0xA5]) * (page - 8)
+    path.write_bytes(bytes(data))
+
+
+def test_damaged_pages_are_one_line_naming_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / STORE_NAME
+    finished_store(path)
+    corrupt_back_half(path)
+    with pytest.raises(UserError) as err:  # opening reads every page
+        Store.open_existing(path)
+    message = str(err.value)
+    assert message.startswith(f"{path} is damaged (") and "backup" in message and "\n" not in message
+    # Past the opening check too, a query that meets a bad page says the same, not sqlite3.DatabaseError.
+    monkeypatch.setattr(Store, "check_intact", lambda self: None)
+    with Store.open_existing(path) as reader, pytest.raises(UserError, match=f"{path} is damaged"):
+        reader.runs()
+
+
+def test_cli_summary_of_a_damaged_store_exits_2_with_one_line(tmp_path: Path) -> None:
+    finished_store(tmp_path / STORE_NAME)
+    corrupt_back_half(tmp_path / STORE_NAME)
+    proc = cli("summary", "--results", str(tmp_path))
+    assert proc.returncode == 2 and proc.stdout == ""
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {tmp_path / STORE_NAME} is damaged")

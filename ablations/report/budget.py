@@ -141,8 +141,17 @@ def hardware(r: Runs) -> tuple[str, str | None]:
     def describe(combo: tuple[str, ...]) -> str:
         device, precision, capability = combo
         return f"{device}, precision {precision}, CPU capability {capability}"
+    shared = max(int(p.get("concurrent_runs") or 1) for p in prov)
+    if shared > 1:  # images/s and wall time of a run measured beside others on the same device
+        def describe(combo: tuple[str, ...], plain=describe) -> str:
+            return f"{plain(combo)}, {shared} runs at a time sharing it (throughput per run is shared)"
     if len(combos) == 1:
         return describe(next(iter(combos))), None
+    # precision as a studied axis differs by design: one machine, several precisions, no warning
+    machines = {(device, capability) for device, _, capability in combos}
+    if "precision" in r.axes and len(machines) == 1:
+        (device, capability), = machines
+        return f"{device}, precision by cell (the precision axis), CPU capability {capability}", None
     listing = "; ".join(f"{n} runs on {describe(c)}" for c, n in sorted(combos.items()))
     return "mixed (see the warning)", (f"**Warning: the runs of this store differ in device, precision or CPU "
                                        f"capability** ({listing}). Differences between cells may partly be "
@@ -158,7 +167,7 @@ def seeds_per_cell(cells: pd.DataFrame) -> str:
 
 
 def caption_context(r: Runs, cells: pd.DataFrame, b: Budget) -> str:
-    """n and budget, for the caption of every table and figure."""
+    """n, budget and hardware, for the caption of every table and figure."""
     return (f"n = {len(r.done)} done runs, {seeds_per_cell(cells)}; {spread(b.epochs)} epochs, "
             f"{spread(b.steps)} SGD steps per run ({spread(tuple(100 * s for s in b.notebook_share), '.1f')}% of "
-            "the notebook's images).")
+            f"the notebook's images); {hardware(r)[0]}.")
