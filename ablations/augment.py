@@ -39,8 +39,8 @@ from torchvision import transforms as T
 
 from ablations.augment_ops import OPS, ROTATE_DEGREES
 from ablations.augment_steps import BILINEAR, Resize, Step
-from ablations.config import AUGMENT_OPS, split_policy
-from ablations.errors import UserError, unknown_name
+from ablations.config import check_policy
+from ablations.errors import UserError
 
 # Geometric ops move pixels (they join the one warp); photometric ones only change values.
 # Which steps an op makes does not depend on the sizes, so any size tells its family.
@@ -139,12 +139,7 @@ class Policy:
 
 def build_policy(policy: str, *, native_size: int, out_size: int, channels: int) -> Policy:
     """The policy named by `policy` ("hflip+rotate") for square images with `channels` channels."""
-    ops = split_policy(policy)
-    for op in ops:
-        if op not in OPS:
-            raise unknown_name("augmentation policy", op, AUGMENT_OPS)
-    if len(ops) > 1 and "none" in ops:
-        raise UserError(f"augment {policy!r}: 'none' cannot be combined with other policies")
+    ops = check_policy(policy)
     geometric: list[Step] = []
     photometric: list[Step] = []
     canvas = native_size  # px of the image the next geometric step reads

@@ -20,7 +20,7 @@ import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 
-from ablations.config import Status, TrainConfig
+from ablations.config import Status, TrainConfig, check_name
 from ablations.errors import UserError
 
 BACKENDS = ("local", "ray")
@@ -250,10 +250,13 @@ class RayExecutor:
             self._ray.shutdown()
 
 
+def check_backend(backend: str) -> None:
+    check_name("backend", backend, BACKENDS)
+
+
 def make_executor(backend: str, *, workers: int, address: str | None, cpus_per_run: float,
                   gpus_per_run: float | None, device: str = "auto"):
-    if backend not in BACKENDS:
-        raise UserError(f"unknown backend {backend!r}; choose one of: {', '.join(BACKENDS)}")
+    check_backend(backend)
     if backend == "ray":
         return RayExecutor(address=address, workers=workers, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                            device=device)

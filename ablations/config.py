@@ -245,6 +245,11 @@ def check_policy(policy: str) -> tuple[str, ...]:
     return ops
 
 
+def check_milestones(milestones: tuple[float, ...], epochs: int) -> None:
+    if any(not 0 < m < epochs for m in milestones):
+        raise UserError(f"milestones {list(milestones)} must lie strictly between 0 and epochs ({epochs})")
+
+
 def _check_values(cfg: TrainConfig) -> None:
     check_name("dataset", cfg.dataset, DATASETS)
     check_name("model", cfg.model, MODELS)
@@ -263,8 +268,7 @@ def _check_values(cfg: TrainConfig) -> None:
         raise UserError(f"label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.nesterov and cfg.momentum == 0:
         raise UserError("nesterov needs a momentum above 0 (set --momentum, e.g. 0.9)")
-    if any(m <= 0 or m >= cfg.epochs for m in cfg.milestones):
-        raise UserError(f"milestones {list(cfg.milestones)} must lie strictly between 0 and epochs ({cfg.epochs})")
+    check_milestones(cfg.milestones, cfg.epochs)
     if list(cfg.milestones) != sorted(cfg.milestones):
         raise UserError(f"milestones {list(cfg.milestones)} must be increasing")
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from tabulate import tabulate
 
+from ablations.backends import BACKENDS, check_backend
 from ablations.config import FINISHED, Status, TrainConfig
 from ablations.errors import UserError, run_cli
 from ablations.grid import Grid, available_grids, load_grid, only
@@ -31,8 +32,14 @@ from ablations.store import Store, store_path
 DEFAULT_RESULTS = Path("runs")
 
 
+def _backend(value: str) -> str:
+    """argparse type: a bad name is the suite's one-line error, not argparse's usage dump."""
+    check_backend(value)
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m ablations.run_grid", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="ablations grid", description=__doc__.split("\n\n")[0])
     p.add_argument("--grid", default="quick", help=f"a named grid ({', '.join(available_grids())}) or a TOML path")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="fix a setting for every run")
     p.add_argument("--axis", action="append", default=[], metavar="KEY=V1,V2", help="add or replace an axis")
@@ -43,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for the store and report [runs/GRID]; publish with results/GRID")
     p.add_argument("--workers", default="auto", metavar="N",
                    help="runs at once: processes here, or Ray tasks [auto: one per core on CPU, 1 on a GPU]")
-    p.add_argument("--backend", default="local", help="local (this machine) or ray [local]")
+    p.add_argument("--backend", default="local", choices=BACKENDS, type=_backend,
+                   help="where runs train: local (this machine) or ray [local]")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs reserved per run [1]")
     p.add_argument("--gpus-per-run", type=float, default=None,
@@ -80,10 +88,8 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
     """Every check that can fail before the store is written; returns the worker count.
 
     Bad input must change nothing: no store, no folder, no queued row."""
-    from ablations.backends import BACKENDS, preflight, require_ray, resolve_workers  # torch loads only for real work
+    from ablations.backends import preflight, require_ray, resolve_workers  # torch loads only for real work
 
-    if args.backend not in BACKENDS:
-        raise UserError(f"unknown backend {args.backend!r}; choose one of: {', '.join(BACKENDS)}")
     if args.backend == "ray":
         require_ray()
     workers = resolve_workers(args.workers, args.backend, p.configs)

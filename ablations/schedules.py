@@ -14,8 +14,8 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ablations.config import SCHEDULES
-from ablations.errors import UserError, unknown_name
+from ablations.config import check_milestones, check_name
+from ablations.errors import UserError
 
 Schedule = Callable[[int], float]
 
@@ -59,8 +59,7 @@ def _multistep(run: _Run) -> Schedule:
 
 def _decay_at(run: _Run, milestones: tuple[float, ...]) -> Schedule:
     """MultiStepLR: x gamma at each milestone (in epochs), counted in optimizer steps."""
-    if any(not 0 < m < run.epochs for m in milestones):
-        raise UserError(f"milestones {list(milestones)} must lie strictly between 0 and epochs ({run.epochs})")
+    check_milestones(milestones, run.epochs)
     gamma = run.gamma_or(0.1)
     # A milestone after epoch 0 must not decay the very first step, even when it rounds to 0.
     steps = sorted(max(1, round(m * run.steps_per_epoch)) for m in milestones)
@@ -143,8 +142,7 @@ def make_schedule(
     warmup_epochs: float = 1.0,
 ) -> Schedule:
     """The learning rate at step s in [0, epochs * steps_per_epoch) for schedule `name`."""
-    if name not in BUILDERS:
-        raise unknown_name("schedule", name, SCHEDULES)
+    check_name("schedule", name, tuple(BUILDERS))
     if not (math.isfinite(base_lr) and base_lr > 0):
         raise UserError(f"lr must be a finite number above 0, got {base_lr}")
     if steps_per_epoch < 1 or epochs < 1:

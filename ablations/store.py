@@ -453,14 +453,23 @@ def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
 
 
 # ---- command line ----------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ablations.store", description="Read the run store of a grid.")
-    commands = parser.add_subparsers(dest="command", required=True)
+DEFAULT_RESULTS = "runs/quick"  # where `ablations grid` writes by default
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ablations store", description="Read the run store of a grid.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{summary,export}")
+    summary = commands.add_parser("summary", help="print how many runs are in each status")
     export = commands.add_parser("export", help="write runs.csv and epochs.csv")
-    for sub in (export, commands.add_parser("summary", help="print how many runs are in each status")):
-        sub.add_argument("--results", default="results", help="results folder holding runs.sqlite (default: results)")
-    export.add_argument("--out", help="folder for the CSV files (default: the results folder)")
-    args = parser.parse_args(argv)
+    for sub in (summary, export):
+        sub.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
+                         help=f"folder holding runs.sqlite [{DEFAULT_RESULTS}]")
+    export.add_argument("--out", metavar="DIR", help="folder for the CSV files [the results folder]")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     with Store.open_existing(store_path(args.results)) as store:
         if args.command == "export":
             for path in store.export_csv(args.out or store.path.parent):
