@@ -34,8 +34,8 @@ if [ -n "${GPU_CHECK_TINY:-}" ]; then
   RUN_ARGS="--dataset synthetic --train-subset 256 --test-subset 64 --epochs 1 --device cpu"
   GRID_ARGS="--set dataset=synthetic --set train_subset=128 --set val_subset=64 --set test_subset=64 --set epochs=1
              --set milestones=0.5 --set device=cpu --seeds 1"
-  BENCH_ARGS="--benchmark-disable -x"
-  BENCH_K="28px or none"
+  BENCH_ARGS="--benchmark-only --benchmark-min-rounds=1 --benchmark-max-time=0.05 --benchmark-warmup=off -x"
+  BENCH_K="(28px and not 256) or none"
 else
   RUN_ARGS="--dataset mnist --epochs 5"
   GRID_ARGS="--workers ${GRID_WORKERS:-4}"
@@ -94,9 +94,13 @@ print('device', torch.cuda.get_device_name() if torch.cuda.is_available() else '
   git rev-parse HEAD 2>/dev/null || true
 }
 notebook_run() {  # the notebook's configuration; its JSON summary line goes to runs.jsonl
+  local output rc
   # shellcheck disable=SC2086
-  "$PY" -m ablations.train --model notebook_resnet --augment notebook --schedule step --precision fp32 \
-    --batch-size 64 $RUN_ARGS "$@" --json | tee /dev/stderr | tail -n 1 >> "$OUT/runs.jsonl"
+  output=$("$PY" -m ablations.train --model notebook_resnet --augment notebook --schedule step --precision fp32 \
+    --batch-size 64 $RUN_ARGS "$@" --json); rc=$?
+  echo "$output"  # into the log (a `tee /dev/stderr` would reopen the log and truncate it)
+  echo "$output" | tail -n 1 >> "$OUT/runs.jsonl"
+  return "$rc"
 }
 memory() {
   ABLATIONS_TEST_DEVICE=$("$PY" -c "import torch; print('cuda' if torch.cuda.is_available() else 'cpu')") \
