@@ -230,6 +230,7 @@ def test_malformed_toml_exits_2(results_dir, tmp_path):
 
 @pytest.mark.ray
 def test_ray_backend_runs_smoke_on_a_local_cluster(results_dir, tmp_path):
+    pytest.importorskip("ray", reason="Ray is the optional `ray` extra: pip install -e '.[ray]'")
     ray_bin = Path(sys.executable).with_name("ray")
     short_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
     env = {**os.environ, "RAY_TMPDIR": short_tmp}
