@@ -1,0 +1,64 @@
+"""The published studies recompute: their ANOVA tables equal a direct statsmodels fit of their own
+store (OLS of final test accuracy on every axis and all interactions, the seed as a block, Type II
+sums of squares), and their stores are single files a reader leaves alone."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from statsmodels.stats.anova import anova_lm
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+STUDIES = ("notebook_cpu", "quick", "precision_parity")
+
+
+def runs_of(study: str) -> tuple[pd.DataFrame, list[str]]:
+    with sqlite3.connect(f"file:{RESULTS / study / 'runs.sqlite'}?mode=ro", uri=True) as db:
+        grid = json.loads(db.execute("SELECT value FROM meta WHERE key = 'grid'").fetchone()[0])
+        rows = db.execute("SELECT config, seed, final_test_acc FROM runs WHERE status = 'done'").fetchall()
+    axes = list(grid["axes"])
+    frame = pd.DataFrame([{**{a: str(json.loads(c)[a]) for a in axes}, "seed": str(s), "acc": 100 * acc}
+                          for c, s, acc in rows])
+    return frame, axes
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_published_anova_is_a_direct_statsmodels_fit_of_its_store(study):
+    frame, axes = runs_of(study)
+    formula = "acc ~ " + " * ".join(f"C({a})" for a in axes) + " + C(seed)"
+    direct = anova_lm(smf.ols(formula, frame).fit(), typ=2)
+    published = pd.read_csv(RESULTS / study / "tables" / "anova.csv")
+    # a term is its set of factors, whatever order a table writes them in
+    by_factors = {frozenset(["seed"] if t == "seed (block)" else t.split(" x ")): row
+                  for t, row in published.set_index("term").iterrows() if t != "residual"}
+    for term, row in direct.drop(index="Residual").iterrows():
+        factors = frozenset(t[2:-1] for t in term.split(":"))
+        assert by_factors[factors]["F"] == pytest.approx(row["F"], rel=1e-9), (study, term)
+        assert by_factors[factors]["sum_sq"] == pytest.approx(row["sum_sq"], rel=1e-9), (study, term)
+    assert len(by_factors) == len(direct) - 1  # every term of the model, and no other
+    residual = published.set_index("term").loc["residual"]
+    assert residual["sum_sq"] == pytest.approx(direct.loc["Residual", "sum_sq"], rel=1e-9)
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_a_published_store_is_one_file_that_reading_leaves_alone(study, tmp_path):
+    folder = RESULTS / study
+    before = sorted(p.name for p in folder.iterdir())
+    db = sqlite3.connect(folder / "runs.sqlite")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    db.execute("SELECT count(*) FROM runs").fetchone()
+    db.close()
+    assert sorted(p.name for p in folder.iterdir()) == before
+    assert not list(folder.glob("runs.sqlite-*"))
+
+
+def test_the_converged_study_meets_its_protocol():
+    frame, axes = runs_of("notebook_cpu")
+    assert sorted(axes) == ["augment", "schedule", "weight_decay"]
+    assert frame.groupby(axes).size().min() >= 5  # seeds per cell
+    assert frame[frame.augment == "none"]["acc"].mean() >= 98.5
