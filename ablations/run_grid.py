@@ -172,15 +172,18 @@ def publish_report(p: Plan) -> None:
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """SIGTERM stops as cleanly as Ctrl-C; the caller's handler is back afterwards."""
+    """Ctrl-C and SIGTERM stop cleanly (KeyboardInterrupt), even where SIGINT was ignored when the
+    process started (a command launched in the background inherits that); the caller's handlers
+    are back afterwards."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, interrupt)
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 def print_dry_run(grid: Grid, configs: list[TrainConfig], results: Path) -> None:
