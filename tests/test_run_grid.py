@@ -265,3 +265,22 @@ def test_ray_refuses_no_gpu_share_on_a_cluster_with_gpus():
 
     with pytest.raises(UserError, match="--gpus-per-run 0 on a Ray cluster with 8 GPU.*would train every run on a CPU"):
         ray_gpu_share(0.0, 8, "auto")
+
+
+def test_the_grid_restores_the_callers_signal_handlers():
+    from ablations.run_grid import sigterm_as_interrupt
+
+    def mine(signum, frame):
+        pass
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with sigterm_as_interrupt():
+            assert signal.getsignal(signal.SIGTERM) is not mine
+            with pytest.raises(KeyboardInterrupt):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(1)
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
