@@ -69,9 +69,7 @@ def render(study: Study | None, bench: Bench | None, bench_figures: list[Figure]
 def sections(study: Study | None, bench: Bench | None, bench_figures: list[Figure], formats: tuple[str, ...],
              out: Path) -> list[Block]:
     """The page as content objects, in reading order."""
-    exports = "; the store as CSV in [export/](export/)" if study and not study.export_note else ""
-    if study and study.export_note:
-        exports = f" ({study.export_note})"
+    exports = "; the store as CSV in [export/](export/)" if study else ""
     blocks: list[Block] = [
         Heading(1, TITLE),
         Paragraph(f"Tables as {', '.join(formats)} in [tables/](tables/), figures as PNG and SVG in "

@@ -17,7 +17,7 @@ from ablations.report.format import FORMATS, check_formats, write_table
 from ablations.report.html import to_html
 from ablations.report.page import sections, table_title
 from ablations.report.runs import Runs, load_runs
-from ablations.report.study import Study, analyse
+from ablations.report.study import analyse
 from ablations.store import Store, store_path
 
 DEFAULT_TARGET = 0.98  # validation accuracy as a fraction, for "epochs to target"; --target changes it
@@ -47,7 +47,7 @@ def write_report(results: Path | None, out: Path, *, baseline: dict[str, Any] | 
             written += write_table(frame, out / "tables", name, formats, labels, caption=table_title(name))
         study.figures = draw_grid_figures(study, out / "figures")
         written += [p for f in study.figures for p in f.paths]
-        written += _export(results, out / "export", study)
+        written += _export(results, out / "export")
     bench_figures = []
     if bench_data is not None:
         for group, table in bench_data.groups.items():
@@ -70,16 +70,10 @@ def publish(results: Path, out: Path, *, baseline: dict[str, Any] | None = None,
     return write_report(results, out, baseline=baseline, formats=formats, bench=bench, target=target)[-1]
 
 
-def _export(results: Path, folder: Path, study: Study) -> list[Path]:
-    """The store as CSV beside the report. A store from an older schema may lack columns the
-    exporter asks for; the report of its runs is still worth writing, so the page says why the
-    export is missing instead of the report failing."""
-    try:
-        with Store.open_existing(store_path(results)) as store:
-            return store.export_csv(folder)
-    except KeyError as missing:
-        study.export_note = f"the store lacks the column {missing} (an older schema); no CSV export"
-        return []
+def _export(results: Path, folder: Path) -> list[Path]:
+    """The store as CSV beside the report (a store of an older schema exports its columns as they are)."""
+    with Store.open_existing(store_path(results)) as store:
+        return store.export_csv(folder)
 
 
 def _read_store(results: Path, *, required: bool) -> Runs | None:

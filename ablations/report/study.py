@@ -33,7 +33,6 @@ class Study:
     model_note: str = ""
     interactions: list[tuple[str, ...]] = field(default_factory=list)  # those whose robust test rejects
     figures: list[Figure] = field(default_factory=list)
-    export_note: str = ""  # why the store's CSV export is missing, if it is
 
 
 def analyse(r: Runs, baseline: dict[str, Any] | None, target: float) -> Study:
