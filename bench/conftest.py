@@ -17,7 +17,7 @@ import torch
 
 from ablations.data import TensorDataset, load_dataset
 from ablations.devices import cpu_model, device_name
-from bench.peaks import GEMM_SIZE, peak_flops
+from bench.peaks import GEMM_SIZE, PeakMeter, peak_flops
 from bench.record import Registry
 from bench.runs import BENCH_DEVICE, CPU_CAPABILITY, PEAK_DTYPE, PRECISIONS
 
@@ -75,11 +75,14 @@ def mnist(bench_device) -> Callable[[int | None], TensorDataset]:
     return subset
 
 
+# One per run: the benchmarks measure peaks through it, and the machine info summarizes them.
+PEAKS = PeakMeter(BENCH_DEVICE)
+
+
 @pytest.fixture(scope="session")
-def peak(bench_device) -> Callable[[str], float | None]:
-    """precision ("fp32", "bf16") -> dense peak FLOP/s of the benchmark device in that precision,
-    at the current thread count (see bench.peaks)."""
-    return lambda precision: peak_flops(bench_device, PEAK_DTYPE[precision])
+def peak() -> PeakMeter:
+    """Dense peak FLOP/s of the benchmark device, measured beside the work it rates (bench.peaks)."""
+    return PEAKS
 
 
 def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: dict) -> None:
@@ -95,13 +98,21 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
         cpu_model=cpu_model(),
         cpu_capability=CPU_CAPABILITY,
         bench_precisions=list(PRECISIONS),
-        peak_flops_per_s={PEAK_DTYPE[p]: peak_flops(BENCH_DEVICE, PEAK_DTYPE[p]) for p in PRECISIONS},
+        # the most the device gave in the run; each utilization has its own bracketing peak beside it
+        peak_flops_per_s={PEAK_DTYPE[p]: _run_peak(PEAK_DTYPE[p]) for p in PRECISIONS},
+        peak_flops_range={PEAK_DTYPE[p]: PEAKS.summary(PEAK_DTYPE[p]) for p in PRECISIONS},
         peak_flops_source=("datasheet where known (bench.peaks.GPU_PEAKS), else " if on_cuda else "")
-        + f"best of 10 {GEMM_SIZE.get(BENCH_DEVICE.type, GEMM_SIZE['cpu'])}^2 GEMMs at {torch.get_num_threads()} threads",
+        + f"best of 10 {GEMM_SIZE.get(BENCH_DEVICE.type, GEMM_SIZE['cpu'])}^2 GEMMs at {torch.get_num_threads()} threads, "
+        "measured before and after each rated benchmark (the higher of the two is its peak)",
         cuda=torch.version.cuda,
         cudnn=cudnn,
         gpu=_gpu_info() if on_cuda else None,
     )
+
+
+def _run_peak(dtype: str) -> float | None:
+    summary = PEAKS.summary(dtype)
+    return summary["max"] if summary else peak_flops(BENCH_DEVICE, dtype)
 
 
 def _gpu_info() -> dict:

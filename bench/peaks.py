@@ -3,7 +3,10 @@
 FLOPs are counted as 2 x multiply-accumulates (MACs) of convolutions and matmuls, as
 torch.utils.flop_counter counts them; normalization and activations are not counted.
 Peaks: a known GPU's datasheet figure (GPU_PEAKS); a CPU or an unknown GPU, the best rate of a
-large matmul in that dtype, measured once per process per (device, dtype, thread count).
+large matmul in that dtype. A shared CPU's matrix throughput drifts with its neighbours' load (the
+bf16 GEMM peak of one 2-core Xeon measured 2.02 and 0.81 TFLOP/s in two runs a day apart), so a
+utilization is held against GEMMs measured right before and right after the work it rates
+(`PeakMeter.bracket`), not against one figure from the start of the run.
 """
 
 from __future__ import annotations
@@ -12,6 +15,9 @@ import functools
 import math
 import re
 import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -102,6 +108,46 @@ def peak_flops(device: torch.device, dtype: str) -> float | None:
         if known:
             return value
     return _measured_peak(str(device), dtype, torch.get_num_threads())
+
+
+T = TypeVar("T")
+
+
+class PeakMeter:
+    """Peaks measured beside the work they rate; remembers every measurement for the run's record."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.measured: dict[str, list[float]] = defaultdict(list)  # dtype -> FLOP/s, in measurement order
+
+    def now(self, dtype: str) -> float | None:
+        """The peak in `dtype` as the device gives it at this moment (a datasheet peak never moves)."""
+        if self.device.type == "cuda":
+            known, value = table_peak(device_name(self.device), dtype)
+            if known:
+                return value
+        value = gemm_peak(self.device, getattr(torch, dtype), size=GEMM_SIZE.get(self.device.type, GEMM_SIZE["cpu"]))
+        self.measured[dtype].append(value)
+        return value
+
+    def bracket(self, dtype: str, work: Callable[[], T], *, timed: bool = True) -> tuple[T, float | None]:
+        """(work's result, the higher of the peaks measured just before and just after it): the
+        higher one, because a GEMM that lost cores to other work would flatter the utilization.
+        Untimed work (--benchmark-disable) is rated against the run's first peak, measured once."""
+        if not timed:
+            return work(), peak_flops(self.device, dtype)
+        before = self.now(dtype)
+        result = work()
+        after = self.now(dtype)
+        peaks = [p for p in (before, after) if p is not None]
+        return result, max(peaks) if peaks else None
+
+    def summary(self, dtype: str) -> dict[str, float | int] | None:
+        """min, median and max of the peaks measured in this run, and how many there were."""
+        values = sorted(self.measured.get(dtype, []))
+        if not values:
+            return None
+        return {"min": values[0], "median": values[len(values) // 2], "max": values[-1], "n": len(values)}
 
 
 @functools.cache

@@ -33,7 +33,7 @@ from bench.baselines import bare_epoch, mnist_loader, notebook_epoch
 from bench.measure import measure
 from bench.peaks import flops_per_image
 from bench.record import BARE_STEP, BASELINE, CANDIDATE, record
-from bench.runs import ON_CUDA, bench_run, memory_format_name
+from bench.runs import ON_CUDA, PEAK_DTYPE, bench_run, memory_format_name
 
 SETTINGS = {"96px": ("notebook_resnet", 96), "28px": ("notebook_resnet_adaptive", 28)}
 VARIANTS = ("notebook loop", "suite train_one_epoch", BARE_STEP)
@@ -78,14 +78,18 @@ def test_epoch(benchmark, registry, bench_device, mnist, peak, setting, variant)
             return bare_epoch(run, x, y, steps=run.steps_per_epoch)
 
     trained = (images // BATCH if notebook else run.steps_per_epoch) * BATCH
-    timing = measure(benchmark, epoch, device=bench_device, images=trained, rounds=ROUNDS,
-                     warmup=lambda: train_step(run, x, y))
+    timing, peak_flops_per_s = peak.bracket(
+        PEAK_DTYPE[run.precision],
+        lambda: measure(benchmark, epoch, device=bench_device, images=trained, rounds=ROUNDS,
+                        warmup=lambda: train_step(run, x, y)),
+        timed=not benchmark.disabled,
+    )
     headline = setting == HEADLINE_SETTING and bench_device.type == "cpu" and run.precision == "bf16"
     record(
         benchmark, registry, suite="epoch", variant=variant, role=BASELINE if notebook else CANDIDATE,
         timing=timing, batch_size=BATCH, img_size=size, device=bench_device, precision=run.precision,
         memory_format=memory_format_name(run), param_count=count_parameters(run.model), epoch_images=trained,
-        flops_per_image=flops_per_image(model_name, size, train=True), peak_flops_per_s=peak(run.precision),
+        flops_per_image=flops_per_image(model_name, size, train=True), peak_flops_per_s=peak_flops_per_s,
         targets=TARGETS.get(variant, {}) if headline else {},
     )
     assert torch.isfinite(torch.tensor(timing.result["train_loss"]))  # it trained: a finite loss
