@@ -19,6 +19,7 @@ import dataclasses
 import itertools
 import os
 import tomllib
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -68,18 +69,35 @@ class Grid:
 
     # ---- command-line edits (each returns a new grid) ----------------------------------
     def with_fixed(self, assignments: list[str]) -> Grid:
+        """`--set key=value` strings."""
+        return self.with_fixed_values(dict(_split_assignment(a, "--set") for a in assignments))
+
+    def with_fixed_values(self, values: Mapping[str, Any]) -> Grid:
+        """Fix settings for every run; a fixed value replaces an axis of the same name."""
         fixed = dict(self.fixed)
         axes = dict(self.axes)
-        for key, value in (_split_assignment(a, "--set") for a in assignments):
+        for key, value in values.items():
+            key = normalize_key(key)
             fixed[key] = _parse(key, value)
-            axes.pop(key, None)  # a fixed value overrides an axis of the same name
+            axes.pop(key, None)
         return dataclasses.replace(self, fixed=fixed, axes=axes)
 
     def with_axes(self, assignments: list[str]) -> Grid:
+        """`--axis key=v1,v2` strings."""
+        return self.with_axis_values({key: _split_values(key, value)
+                                      for key, value in (_split_assignment(a, "--axis") for a in assignments)})
+
+    def with_axis_values(self, values: Mapping[str, Iterable[Any]]) -> Grid:
+        """Add or replace axes (key -> levels); an axis replaces a fixed value of the same name."""
         axes = dict(self.axes)
         fixed = dict(self.fixed)
-        for key, value in (_split_assignment(a, "--axis") for a in assignments):
-            axes[key] = [_parse(key, v) for v in _split_values(key, value)]
+        for key, levels in values.items():
+            key = normalize_key(key)
+            if isinstance(levels, (str, bytes)) or not isinstance(levels, Iterable):
+                raise UserError(f"axis {key}: give a list of levels, e.g. {key}=[0, 1e-3]")
+            axes[key] = [_parse(key, v) for v in levels]
+            if not axes[key]:
+                raise UserError(f"axis {key}: give at least one value")
             fixed.pop(key, None)
         return dataclasses.replace(self, axes=axes, fixed=fixed)
 
