@@ -7,15 +7,17 @@ images are converted once, never per sample, so a training batch is an index gat
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from ablations.config import DATASETS
+from ablations.config import check_dataset
 from ablations.errors import UserError, unknown_name
 
 DATA_ROOT_ENV = "ABLATIONS_DATA_ROOT"
@@ -91,15 +93,20 @@ def load_dataset(
     device: torch.device | str = "cpu",
 ) -> TensorDataset:
     """The named dataset with a validation split held out of its train split, then the subsets."""
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, DATASETS)
+    check_dataset(name)
     if name == "synthetic":
         full = synthetic_dataset()
+    elif name.startswith("imagefolder:"):
+        from ablations.image_folder import read_image_folder
+
+        (train_x, train_y), (test_x, test_y), classes = read_image_folder(name.partition(":")[2])
+        full = TensorDataset(name, train_x, train_y, test_x, test_y, len(classes))
     else:
         root = resolve_data_root(data_root)
         train_x, train_y = _read_torchvision(name, root, train=True)
         test_x, test_y = _read_torchvision(name, root, train=False)
-        full = TensorDataset(name, train_x, train_y, test_x, test_y, int(train_y.max()) + 1)
+        (train_y, test_y), num_classes = _dense_labels(train_y, test_y)
+        full = TensorDataset(name, train_x, train_y, test_x, test_y, num_classes)
     full = hold_out_validation(full, val_subset)
     full = _subset(full, train_subset, test_subset)
     return full.to(device)
@@ -107,34 +114,126 @@ def load_dataset(
 
 def _read_torchvision(name: str, root: Path, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """One split as uint8 (N, C, H, W) + int64 labels; downloads only if the files are missing."""
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, _TORCHVISION_CLASSES[name])
-    if name != "cifar10":
-        check_idx_files(root / cls.__name__ / "raw", train=train)
+    cls, options = torchvision_class(name)
+    folder = dataset_folder(cls, root)
+    prefix = _idx_prefix(cls, options, train=train)
+    if prefix is not None:
+        check_idx_files(folder / "raw", prefix)
     try:
-        ds = cls(root=str(root), train=train, download=False)
-    except RuntimeError as err:
-        if "not found" not in str(err):  # the files are there but do not read back
-            raise damaged(root / cls.__name__, err) from None
-        ds = _download(cls, name, root, train=train)
+        ds = cls(root=str(root), train=train, download=False, **options)
+    except (RuntimeError, FileNotFoundError) as err:
+        if not isinstance(err, FileNotFoundError) and "not found" not in str(err):  # there but unreadable
+            raise damaged(folder, err) from None
+        ds = _download(name, cls, options, root, train=train)
     except Exception as err:  # a truncated pickle or array: torchvision's own asserts and errors
-        raise damaged(root / cls.__name__, err) from None
-    images = torch.as_tensor(ds.data)
+        raise damaged(folder, err) from None
+    return _as_tensors(cls, ds)
+
+
+def _as_tensors(cls: type, ds) -> tuple[torch.Tensor, torch.Tensor]:
+    images = torch.as_tensor(np.asarray(ds.data))
+    if images.dtype != torch.uint8 or images.ndim not in (3, 4) or (images.ndim == 4 and images.shape[-1] != 3):
+        raise UserError(f"torchvision dataset {cls.__name__} holds {tuple(images.shape)} {images.dtype} images, "
+                        "not uint8 (N, H, W) or (N, H, W, 3); it is not supported")
     # MNIST-style data is (N, H, W), one channel; CIFAR stores (N, H, W, C) as numpy
     images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
-    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
+    labels = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
+    if labels.ndim == 2:  # QMNIST keeps extra columns per image; the first is the class, as its compat mode gives
+        labels = labels[:, 0]
     return images.contiguous(), labels
 
 
-def _download(cls, name: str, root: Path, *, train: bool):
-    """Download into root/<Class>/; a failed download leaves the data root as it found it."""
-    refuse_dataset_folder_as_root(root, cls.__name__)
-    folder = root / cls.__name__
+def _dense_labels(train_y: torch.Tensor, test_y: torch.Tensor) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    """Label ids 0..k-1 for the k classes present: EMNIST letters numbers its 26 classes from 1, and
+    an id without images would leave the class-balanced splits a class they cannot fill."""
+    present, dense = torch.unique(torch.cat([train_y, test_y]), return_inverse=True)
+    if len(present) == int(present.max()) + 1:
+        return (train_y, test_y), len(present)
+    return (dense[: len(train_y)], dense[len(train_y):]), len(present)
+
+
+def torchvision_class(name: str) -> tuple[type, dict]:
+    """The torchvision.datasets class a dataset name reads with, and the options it needs
+    ("mnist", "torchvision:KMNIST", "torchvision:EMNIST-letters" -> EMNIST with split="letters")."""
+    import torchvision.datasets as tvd
+
+    class_name = _TORCHVISION_CLASSES.get(name) or name.partition(":")[2].strip()
+    options = {}
+    if class_name.startswith("EMNIST"):
+        split = class_name.partition("-")[2]
+        if split not in tvd.EMNIST.splits:
+            raise UserError(f"dataset {name!r}: EMNIST needs one of its splits, torchvision:EMNIST-SPLIT with SPLIT "
+                            f"one of: {', '.join(tvd.EMNIST.splits)}")
+        return tvd.EMNIST, {"split": split}
+    cls = getattr(tvd, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, tvd.VisionDataset)):
+        raise unknown_name("torchvision dataset", class_name, supported_torchvision_classes())
+    if not _supported(cls):
+        raise UserError(f"torchvision dataset {class_name} is not supported: only classifications held in memory and "
+                        f"called as (root, train=..., download=...) are: {', '.join(supported_torchvision_classes())}")
+    return cls, options
+
+
+def supported_torchvision_classes() -> list[str]:
+    import torchvision.datasets as tvd
+
+    names = [n for n in tvd.__all__ if isinstance(getattr(tvd, n), type) and issubclass(getattr(tvd, n), tvd.VisionDataset)]
+    return sorted("EMNIST-SPLIT" if n == "EMNIST" else n for n in names if n == "EMNIST" or _supported(getattr(tvd, n)))
+
+
+def _supported(cls: type) -> bool:
+    """A class of the families that hold a whole split as `data` and `targets` arrays (the signature
+    alone would let in detection sets such as Kitti), called as (root, train=..., download=...)."""
+    import torchvision.datasets as tvd
+
+    return issubclass(cls, (tvd.MNIST, tvd.CIFAR10, tvd.USPS)) and _takes_train_and_download(cls)
+
+
+def _takes_train_and_download(cls: type) -> bool:
+    """Whether cls(root, train=..., download=...) is all it needs: its own __init__'s required
+    arguments are root alone, and train and download are taken by it or by the parents its
+    **kwargs go to (KMNIST passes everything on to MNIST)."""
+    taken, required, own = set(), set(), True
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = list(inspect.signature(klass.__init__).parameters.values())[1:]  # self
+        named = [p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        taken |= {p.name for p in named}
+        if own:
+            required = {p.name for p in named if p.default is p.empty} - {"root"}
+            own = False
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            break
+    return {"train", "download"} <= taken and not required
+
+
+def dataset_folder(cls: type, root: Path) -> Path:
+    """Where torchvision keeps a class's files under the data root: root/<Class>/ (raw/ inside for
+    the MNIST family), or the folder the class names itself (CIFAR10: cifar-10-batches-py)."""
+    return root / getattr(cls, "base_folder", cls.__name__)
+
+
+def _idx_prefix(cls: type, options: dict, *, train: bool) -> str | None:
+    """The file-name prefix of a split's idx files, for the classes that read MNIST's format; None
+    for the others, whose own checks apply (QMNIST's labels are another idx type)."""
+    import torchvision.datasets as tvd
+
+    if getattr(cls, "_load_data", None) is tvd.MNIST._load_data:  # MNIST, FashionMNIST, KMNIST
+        return "train" if train else "t10k"
+    if issubclass(cls, tvd.EMNIST):
+        return f"emnist-{options['split']}-{'train' if train else 'test'}"
+    return None
+
+
+def _download(name: str, cls: type, options: dict, root: Path, *, train: bool):
+    """Download into the class's folder; a failed download leaves the data root as it found it."""
+    folder = dataset_folder(cls, root)
+    refuse_dataset_folder_as_root(root, folder.name)
     before = _tree(folder)
     created = _first_missing(folder)
     try:
-        return cls(root=str(root), train=train, download=True)
+        return cls(root=str(root), train=train, download=True, **options)
     except Exception as err:  # no network, a proxy, a mirror down: all mean the same to the user
         _undo_download(folder, before, created)
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
@@ -180,10 +279,9 @@ def _undo_download(folder: Path, before: set[Path], created: Path | None) -> Non
             path.unlink(missing_ok=True)
 
 
-def check_idx_files(raw: Path, *, train: bool) -> None:
+def check_idx_files(raw: Path, prefix: str) -> None:
     """Check the idx headers and sizes of one split's MNIST-style files (absent files are the
     download's business). torchvision would fail on a damaged one with a bare assertion, or not at all."""
-    prefix = "train" if train else "t10k"
     counts = {}
     for kind, (suffix, ndim) in IDX_FILES.items():
         path = raw / f"{prefix}-{suffix}"
