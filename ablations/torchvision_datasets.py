@@ -1,6 +1,6 @@
 """torchvision.datasets classes as uint8 tensors: `mnist`, `fashion_mnist`, `cifar10` and
 `--dataset torchvision:<Class>` for any class that holds a classification split in memory and is
-called as (root, train=..., download=...): KMNIST, QMNIST, CIFAR100, USPS, ... and EMNIST by split
+called as (root, train=..., download=...): KMNIST, QMNIST, CIFAR100, ... and EMNIST by split
 (torchvision:EMNIST-letters). The files sit in torchvision's own layout under the data root
 (root/KMNIST/raw/...). What is there is checked before torchvision reads it (its own failures are
 bare assertions, or none); what is missing is downloaded, and a failed download is undone.
@@ -104,11 +104,12 @@ def supported_torchvision_classes() -> list[str]:
 
 
 def _supported(cls: type) -> bool:
-    """A class of the families that hold a whole split as `data` and `targets` arrays (the signature
-    alone would let in detection sets such as Kitti), called as (root, train=..., download=...)."""
+    """A class of the families that hold a whole split as `data` and `targets` arrays in a folder of
+    their own (the signature alone would let in detection sets such as Kitti; USPS leaves its files
+    loose in the data root), called as (root, train=..., download=...)."""
     import torchvision.datasets as tvd
 
-    return issubclass(cls, (tvd.MNIST, tvd.CIFAR10, tvd.USPS)) and _takes_train_and_download(cls)
+    return issubclass(cls, (tvd.MNIST, tvd.CIFAR10)) and _takes_train_and_download(cls)
 
 
 def _takes_train_and_download(cls: type) -> bool:

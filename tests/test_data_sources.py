@@ -265,7 +265,7 @@ def test_a_missing_torchvision_dataset_offline_names_the_folder_and_the_flag(tmp
     "name,message",
     [
         ("torchvision:Kmnist", "error: unknown torchvision dataset 'Kmnist'; choose one of: CIFAR10, CIFAR100, "
-                               "EMNIST-SPLIT, FashionMNIST, KMNIST, MNIST, QMNIST, USPS"),
+                               "EMNIST-SPLIT, FashionMNIST, KMNIST, MNIST, QMNIST"),
         ("torchvision:ImageNet", "error: torchvision dataset ImageNet is not supported: only classifications held "
                                  "in memory and called as (root, train=..., download=...) are: CIFAR10,"),
         ("torchvision:VOCDetection", "error: torchvision dataset VOCDetection is not supported"),
@@ -273,7 +273,15 @@ def test_a_missing_torchvision_dataset_offline_names_the_folder_and_the_flag(tmp
                                "torchvision:EMNIST-SPLIT with SPLIT one of: byclass, bymerge, balanced, letters,"),
     ],
 )
-def test_an_unusable_torchvision_class_exits_2_with_one_line(tmp_path, name, message):
-    proc = python_m("ablations.train", "--dataset", name, "--data-root", str(tmp_path), "--epochs", "1")
-    assert one_error_line(proc).startswith(message)
-    assert list(tmp_path.iterdir()) == []
+def test_an_unusable_torchvision_class_is_one_line_that_says_what_is_usable(tmp_path, name, message):
+    with pytest.raises(UserError) as err:
+        load_dataset(name, data_root=str(tmp_path))
+    assert f"error: {err.value}".startswith(message)
+    assert list(tmp_path.iterdir()) == []  # nothing downloaded, nothing created
+
+
+def test_an_unknown_or_unsupported_torchvision_class_exits_2_from_the_cli(tmp_path):
+    for name, words in (("torchvision:Kmnist", "unknown torchvision dataset 'Kmnist'; choose one of: CIFAR10,"),
+                        ("torchvision:ImageNet", "torchvision dataset ImageNet is not supported")):
+        proc = python_m("ablations.train", "--dataset", name, "--data-root", str(tmp_path), "--epochs", "1")
+        assert one_error_line(proc).startswith(f"error: {words}")
