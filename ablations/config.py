@@ -249,8 +249,9 @@ def check_dataset(name: str) -> None:
     if not colon or source not in DATASET_SOURCES:
         raise unknown_name("dataset", name, (*DATASETS, *DATASET_SOURCES.values()))
     if not rest.strip():
-        raise UserError(f"dataset {name!r} names no {DATASET_SOURCES[source].partition(':')[2].lower()}; "
-                        f"write {DATASET_SOURCES[source]}, e.g. {'torchvision:KMNIST' if source == 'torchvision' else 'imagefolder:~/pets'}")
+        form = DATASET_SOURCES[source]
+        example = {"torchvision": "torchvision:KMNIST", "imagefolder": "imagefolder:~/pets"}[source]
+        raise UserError(f"dataset {name!r} names no {form.partition(':')[2].lower()}; write {form}, e.g. {example}")
 
 
 def canonical_dataset(name: str) -> str:
