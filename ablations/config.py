@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import typing
 from dataclasses import dataclass
 from enum import StrEnum
@@ -36,6 +37,9 @@ FINAL_STATUSES = (Status.DONE, Status.DIVERGED, Status.FAILED)  # what a run can
 
 # The names each part implements; tests check the implementations cover exactly these.
 DATASETS = ("mnist", "fashion_mnist", "cifar10", "synthetic")
+# Datasets named by where they come from: "torchvision:KMNIST" (a torchvision.datasets class) and
+# "imagefolder:PATH" (a folder of class subfolders). The name is checked here, the data at load time.
+DATASET_SOURCES = {"torchvision": "torchvision:CLASS", "imagefolder": "imagefolder:PATH"}
 MODELS = ("notebook_resnet", "notebook_resnet_adaptive")
 AUGMENT_OPS = tuple(OPS)  # declared once, with their steps, in ablations.augment_ops
 SCHEDULES = ("constant", "step", "multistep", "cosine", "warmup_cosine", "onecycle", "exponential")
@@ -90,6 +94,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_types(self)
+        object.__setattr__(self, "dataset", canonical_dataset(self.dataset))
         _check_values(self)
 
     # ---- construction ------------------------------------------------------------------
@@ -235,6 +240,31 @@ def check_name(kind: str, name: str, choices: tuple[str, ...]) -> None:
     raise unknown_name(kind, name, choices)
 
 
+def check_dataset(name: str) -> None:
+    """A dataset by name, or a source and what follows it ("torchvision:KMNIST", "imagefolder:PATH");
+    whether the class or folder exists is checked when the data is loaded."""
+    if name in DATASETS:
+        return
+    source, colon, rest = name.partition(":")
+    if not colon or source not in DATASET_SOURCES:
+        raise unknown_name("dataset", name, (*DATASETS, *DATASET_SOURCES.values()))
+    if not rest.strip():
+        form = DATASET_SOURCES[source]
+        example = {"torchvision": "torchvision:KMNIST", "imagefolder": "imagefolder:~/pets"}[source]
+        raise UserError(f"dataset {name!r} names no {form.partition(':')[2].lower()}; write {form}, e.g. {example}")
+
+
+def canonical_dataset(name: str) -> str:
+    """An image folder's path made absolute: the path is part of the dataset's name, so of the run id,
+    and a relative one would name another folder (other images under the same id) when a grid is
+    resumed from another directory. Absolute, a resumed grid finds its runs from anywhere; a moved
+    folder is a new dataset and its runs train again. Not resolved through links: no disk access here."""
+    source, colon, rest = name.partition(":")
+    if source != "imagefolder" or not colon or not rest.strip():
+        return name
+    return f"imagefolder:{os.path.abspath(os.path.expanduser(rest.strip()))}"
+
+
 def check_policy(policy: str) -> tuple[str, ...]:
     """The ops of an augmentation policy ("hflip+rotate"), each known, 'none' alone."""
     ops = split_policy(policy)
@@ -251,7 +281,7 @@ def check_milestones(milestones: tuple[float, ...], epochs: int) -> None:
 
 
 def _check_values(cfg: TrainConfig) -> None:
-    check_name("dataset", cfg.dataset, DATASETS)
+    check_dataset(cfg.dataset)
     check_name("model", cfg.model, MODELS)
     check_name("schedule", cfg.schedule, SCHEDULES)
     check_name("precision", cfg.precision, PRECISIONS)

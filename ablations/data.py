@@ -1,24 +1,25 @@
 """Datasets as uint8 tensors (N, C, H, W) held once on the training device.
 
-torchvision.datasets reads (and, when the network is there, downloads) the files; the
-images are converted once, never per sample, so a training batch is an index gather.
+The images are read and converted once, never per sample, so a training batch is an index
+gather: torchvision.datasets classes by name (ablations.torchvision_datasets, which downloads
+what is missing when the network is there), a folder of class subfolders (ablations.image_folder),
+or the synthetic set made here. Validation and subsets are drawn the same way for all of them.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ablations.config import DATASETS
-from ablations.errors import UserError, unknown_name
+from ablations.config import check_dataset
+from ablations.errors import UserError
+from ablations.image_folder import read_image_folder
+from ablations.torchvision_datasets import DATA_ROOT_ENV, read_torchvision
 
-DATA_ROOT_ENV = "ABLATIONS_DATA_ROOT"
 DEFAULT_DATA_ROOT = "./data"
 # Subsets use their own fixed seed, not the run's: every run of a grid sees the same images,
 # so differences between cells are paired on data and only training randomness varies.
@@ -27,11 +28,6 @@ SUBSET_SEED = 0
 VALIDATION_SEED = 1
 # Default validation size: a tenth of the train split, at most the classic MNIST 5,000.
 VALIDATION_SHARE, VALIDATION_MAX = 0.1, 5000
-
-_TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
-# The MNIST-family files (torchvision's raw/ layout) and the dimensions each holds.
-IDX_FILES = {"images": ("images-idx3-ubyte", 3), "labels": ("labels-idx1-ubyte", 1)}
-IDX_UBYTE = 0x08  # the idx type code of unsigned bytes, the only type these files use
 
 
 @dataclass(frozen=True)
@@ -91,128 +87,18 @@ def load_dataset(
     device: torch.device | str = "cpu",
 ) -> TensorDataset:
     """The named dataset with a validation split held out of its train split, then the subsets."""
-    if name not in DATASETS:
-        raise unknown_name("dataset", name, DATASETS)
+    check_dataset(name)
     if name == "synthetic":
         full = synthetic_dataset()
+    elif name.startswith("imagefolder:"):
+        (train_x, train_y), (test_x, test_y), classes = read_image_folder(name.partition(":")[2])
+        full = TensorDataset(name, train_x, train_y, test_x, test_y, len(classes))
     else:
-        root = resolve_data_root(data_root)
-        train_x, train_y = _read_torchvision(name, root, train=True)
-        test_x, test_y = _read_torchvision(name, root, train=False)
-        full = TensorDataset(name, train_x, train_y, test_x, test_y, int(train_y.max()) + 1)
+        (train_x, train_y), (test_x, test_y), num_classes = read_torchvision(name, resolve_data_root(data_root))
+        full = TensorDataset(name, train_x, train_y, test_x, test_y, num_classes)
     full = hold_out_validation(full, val_subset)
     full = _subset(full, train_subset, test_subset)
     return full.to(device)
-
-
-def _read_torchvision(name: str, root: Path, *, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """One split as uint8 (N, C, H, W) + int64 labels; downloads only if the files are missing."""
-    import torchvision.datasets as tvd
-
-    cls = getattr(tvd, _TORCHVISION_CLASSES[name])
-    if name != "cifar10":
-        check_idx_files(root / cls.__name__ / "raw", train=train)
-    try:
-        ds = cls(root=str(root), train=train, download=False)
-    except RuntimeError as err:
-        if "not found" not in str(err):  # the files are there but do not read back
-            raise damaged(root / cls.__name__, err) from None
-        ds = _download(cls, name, root, train=train)
-    except Exception as err:  # a truncated pickle or array: torchvision's own asserts and errors
-        raise damaged(root / cls.__name__, err) from None
-    images = torch.as_tensor(ds.data)
-    # MNIST-style data is (N, H, W), one channel; CIFAR stores (N, H, W, C) as numpy
-    images = images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2)
-    labels = torch.as_tensor(ds.targets, dtype=torch.int64)
-    return images.contiguous(), labels
-
-
-def _download(cls, name: str, root: Path, *, train: bool):
-    """Download into root/<Class>/; a failed download leaves the data root as it found it."""
-    refuse_dataset_folder_as_root(root, cls.__name__)
-    folder = root / cls.__name__
-    before = _tree(folder)
-    created = _first_missing(folder)
-    try:
-        return cls(root=str(root), train=train, download=True)
-    except Exception as err:  # no network, a proxy, a mirror down: all mean the same to the user
-        _undo_download(folder, before, created)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(
-            f"{name} not found under {folder.resolve()} and the download failed ({reason}); "
-            f"put the torchvision files there, or point --data-root or ${DATA_ROOT_ENV} at a folder that has them"
-        ) from None
-
-
-def refuse_dataset_folder_as_root(root: Path, folder_name: str) -> None:
-    """A data root one level too deep (.../MNIST or .../MNIST/raw) would get a second MNIST/raw
-    inside the user's own folder and a download beside their files: stop and say where to point."""
-    if root.name in (folder_name, "raw") or (root / "raw").is_dir():
-        holder = root.parent.parent if root.name == "raw" else root.parent
-        raise UserError(
-            f"data root {root} looks like a dataset folder itself (it has no {folder_name}/ inside); "
-            f"point --data-root or ${DATA_ROOT_ENV} at the folder that holds {folder_name}/, e.g. {holder}"
-        )
-
-
-def _tree(folder: Path) -> set[Path]:
-    return set(folder.rglob("*")) if folder.is_dir() else set()
-
-
-def _first_missing(path: Path) -> Path | None:
-    """The highest folder of `path` (itself included) that does not exist yet: a download creates it."""
-    missing = None
-    for candidate in (path, *path.parents):
-        if candidate.exists():
-            break
-        missing = candidate
-    return missing
-
-
-def _undo_download(folder: Path, before: set[Path], created: Path | None) -> None:
-    if created is not None:
-        shutil.rmtree(created, ignore_errors=True)
-        return
-    for path in sorted(_tree(folder) - before, key=lambda p: len(p.parts), reverse=True):  # deepest first
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-
-
-def check_idx_files(raw: Path, *, train: bool) -> None:
-    """Check the idx headers and sizes of one split's MNIST-style files (absent files are the
-    download's business). torchvision would fail on a damaged one with a bare assertion, or not at all."""
-    prefix = "train" if train else "t10k"
-    counts = {}
-    for kind, (suffix, ndim) in IDX_FILES.items():
-        path = raw / f"{prefix}-{suffix}"
-        if path.is_file():
-            counts[kind] = _idx_count(path, ndim)
-    if len(counts) == 2 and counts["images"] != counts["labels"]:
-        raise damaged(raw / f"{prefix}-{IDX_FILES['labels'][0]}",
-                      f"{counts['labels']:,} labels for {counts['images']:,} images")
-
-
-def _idx_count(path: Path, ndim: int) -> int:
-    """The item count of an idx file whose header (zero, zero, type, ndim, then big-endian uint32 sizes)
-    and length agree with the dimensions it should hold."""
-    header_size = 4 * (ndim + 1)
-    with open(path, "rb") as handle:
-        header = handle.read(header_size)
-    if len(header) < header_size or header[:2] != b"\0\0" or header[2] != IDX_UBYTE or header[3] != ndim:
-        raise damaged(path, f"not an idx file of {ndim}-d unsigned bytes")
-    sizes = [int.from_bytes(header[4 * (i + 1): 4 * (i + 2)], "big") for i in range(ndim)]
-    expected = header_size + math.prod(sizes)
-    actual = path.stat().st_size
-    if actual != expected:
-        raise damaged(path, f"{actual:,} bytes where its header promises {expected:,}")
-    return sizes[0]
-
-
-def damaged(path: Path, why: object) -> UserError:
-    reason = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
-    return UserError(f"{path} is damaged ({reason}); delete it to download it again, or restore it from a copy")
 
 
 def synthetic_dataset(

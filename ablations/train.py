@@ -15,12 +15,14 @@ from functools import partial
 
 from ablations.config import (
     AUGMENT_OPS,
+    DATASET_SOURCES,
     DATASETS,
     MODELS,
     PRECISIONS,
     SCHEDULES,
     Status,
     TrainConfig,
+    check_dataset,
     check_name,
     check_policy,
     field_types,
@@ -31,7 +33,8 @@ DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
 # Help text per field. A text that states its own default (a default that depends on other
 # settings, or an environment variable) gets no "[default: ...]" appended.
 HELP = {
-    "dataset": "dataset by name",
+    "dataset": "dataset by name, a torchvision.datasets class (torchvision:KMNIST) or a folder of class "
+               "subfolders (imagefolder:PATH)",
     "data_root": "folder with the torchvision dataset files (default: $ABLATIONS_DATA_ROOT, else ./data)",
     "train_subset": "class-balanced training subset size (default: the train split less validation)",
     "val_subset": "validation images held out of the train split, class-balanced (default: a tenth, at most 5,000)",
@@ -74,8 +77,9 @@ def _check_device(value: str) -> None:
 
 
 # Named settings: their vocabularies go into `choices` (listed by --help and shell completion).
-CHOICES = {"dataset": DATASETS, "model": MODELS, "schedule": SCHEDULES, "precision": PRECISIONS}
-SPECIAL = {  # named settings that choices cannot express: '+'-joined ops, cuda:N
+CHOICES = {"model": MODELS, "schedule": SCHEDULES, "precision": PRECISIONS}
+SPECIAL = {  # named settings that choices cannot express: '+'-joined ops, cuda:N, dataset sources
+    "dataset": {"type": _argument_type(check_dataset), "metavar": "{" + ",".join((*DATASETS, *DATASET_SOURCES.values())) + "}"},
     "augment": {"type": _argument_type(check_policy), "metavar": "OP[+OP...]"},
     "device": {"type": _argument_type(_check_device), "metavar": "{" + ",".join(DEVICES) + "}"},
 }

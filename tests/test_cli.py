@@ -40,8 +40,8 @@ def test_train_help_lists_the_choices_and_one_default_each(capsys) -> None:
         main(["train", "--help"])
     out = capsys.readouterr().out
     flat = " ".join(out.split())  # argparse wraps lines; words matter, not where they break
-    for flag, choices in (("--dataset", DATASETS), ("--model", MODELS), ("--schedule", SCHEDULES),
-                          ("--precision", PRECISIONS)):
+    for flag, choices in (("--dataset", (*DATASETS, "torchvision:CLASS", "imagefolder:PATH")), ("--model", MODELS),
+                          ("--schedule", SCHEDULES), ("--precision", PRECISIONS)):
         assert f"{flag} {{{','.join(choices)}}}" in flat, flag
     ops = re.search(r"OP is one of: ([\w, ]+)", flat).group(1)
     assert [op.strip() for op in ops.split(",")] == list(OPS)

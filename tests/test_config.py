@@ -45,7 +45,7 @@ def test_run_id_is_stable_and_ignores_where_the_run_executes():
 @pytest.mark.parametrize(
     "values,message",
     [
-        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; choose one of: cifar10, fashion_mnist, mnist, synthetic"),
+        ({"dataset": "imagenet"}, "unknown dataset 'imagenet'; choose one of: cifar10, fashion_mnist, imagefolder:PATH, mnist, synthetic, torchvision:CLASS"),
         ({"schedule": "linear"}, "unknown schedule 'linear'; choose one of: constant, cosine"),
         ({"augment": "hflip+mixup"}, "unknown augmentation policy 'mixup'; choose one of:"),
         ({"augment": "none+hflip"}, "'none' cannot be combined"),

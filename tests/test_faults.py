@@ -161,6 +161,19 @@ def one_level_too_deep(scene: Scene) -> None:
     mnist_copy(scene)  # {data}/MNIST/raw/...; the row points --data-root at {data}/MNIST
 
 
+def image_folder_with_a_truncated_image(scene: Scene) -> None:
+    """{data}/pets/<class>/ of real PNGs, one of them cut in half: its header reads, its pixels do not."""
+    from PIL import Image
+
+    for value, name in enumerate(("cat", "dog", "eel")):
+        (scene.data / "pets" / name).mkdir(parents=True)
+        for i in range(4):
+            Image.new("L", (16, 16), 60 * value + i).save(scene.data / "pets" / name / f"{i}.png")
+    broken = scene.data / "pets" / "eel" / "1.png"
+    Image.frombytes("L", (16, 16), hashlib.sha256(b"noise").digest() * 8).save(broken)
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+
+
 def ray_missing(scene: Scene) -> None:
     """`import ray` fails as it does where Ray is not installed, without uninstalling it."""
     shim = scene.root / "no_ray" / "ray"
@@ -254,6 +267,11 @@ ROWS = {
         (*TRAIN, "--dataset", "mnist", "--data-root", "{data}/MNIST", "--epochs", "1"),
         ("looks like a dataset folder itself", "point --data-root", "holds MNIST/"),
         scene=one_level_too_deep, marks=("mnist",)),
+    "an image folder with a truncated image: grid": Row(
+        (*GRID, "--grid", "smoke", "--results", "{results}", "--set", "dataset=imagefolder:{data}/pets"),
+        ("pets/eel/1.png is not a readable image", "replace or remove it"), scene=image_folder_with_a_truncated_image),
+    "a torchvision class of another kind": Row((*TRAIN, "--dataset", "torchvision:VOCDetection", "--data-root", "{data}"),
+                                               ("torchvision dataset VOCDetection is not supported", "KMNIST")),
     "--workers 0": Row((*GRID, "--grid", "smoke", "--results", "{results}", "--workers", "0"),
                        ("--workers must be 1 or more, got 0",)),
     "--backend ray without Ray": Row((*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray"),
