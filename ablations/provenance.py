@@ -43,8 +43,10 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def provenance(device, precision: str | None = None) -> dict:
-    """Everything needed to say where a number came from; `precision` as the run resolved it."""
+def provenance(device, precision: str | None = None, split_sizes: dict[str, int] | None = None) -> dict:
+    """Everything needed to say where a number came from; `precision` as the run resolved it,
+    `split_sizes` the images in its train, val and test splits (the report's test-set noise and
+    budget need them for datasets whose sizes it cannot know, such as an image folder)."""
     import torch
 
     return {
@@ -56,6 +58,7 @@ def provenance(device, precision: str | None = None) -> dict:
         "device_name": device_name(device),
         "cpu_capability": cpu_capability(),
         "precision": precision,
+        "split_sizes": split_sizes,
         # runs training at once on this device (local worker processes): throughput measured shared
         "concurrent_runs": int(os.environ.get("ABLATIONS_CONCURRENT_RUNS", "1")),
         "host": socket.gethostname(),

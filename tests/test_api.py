@@ -38,6 +38,8 @@ def test_run_grid_returns_one_typed_row_per_run_and_resumes(tmp_path, capsys):
     assert first["weight_decay"].dtype == float and sorted(first["weight_decay"].unique()) == [0.0, 1e-3]
     assert set(first["augment"]) == {"none"} and sorted(first["seed"]) == [0, 0, 1, 1]
     assert (first["final_test_acc"] > 0.1).all()
+    # each run stores the sizes of its splits (1,024 synthetic images less a tenth for validation)
+    assert first.loc[0, "provenance"]["split_sizes"] == {"train": 922, "val": 102, "test": 256}
     finished = _finished_at(tmp_path)
 
     capsys.readouterr()

@@ -148,8 +148,10 @@ def load_runs(store: Store) -> Runs | None:
     for ours, theirs in RUN_ACCURACIES.items():
         runs[ours] = pd.Series([r.get(theirs) for r in rows], dtype=float) * PCT
     runs["gap"] = runs["train_acc"] - runs["test_acc"]
-    runs["test_images"] = [test_images(c) for c in configs]
-    runs["train_images"] = [train_images(c) for c in configs]
+    sizes = [(r.get("provenance") or {}).get("split_sizes") or {} for r in rows]
+    pairs = list(zip(configs, sizes, strict=True))
+    runs["test_images"] = [float(n["test"]) if "test" in n else test_images(c) for c, n in pairs]
+    runs["train_images"] = [float(n["train"]) if "train" in n else train_images(c) for c, n in pairs]
     runs["config"] = configs
     runs["provenance"] = [r.get("provenance") or {} for r in rows]
 
@@ -165,7 +167,8 @@ def load_runs(store: Store) -> Runs | None:
 
 
 def test_images(config: dict) -> float:
-    """Images the final test accuracy was measured on: test_subset, else the dataset's test split."""
+    """Images the final test accuracy was measured on: test_subset, else the dataset's test split.
+    (Runs stored with their split sizes in provenance use those instead.)"""
     if config.get("test_subset"):
         return float(config["test_subset"])
     return float(SPLIT_SIZES.get(config.get("dataset"), (np.nan, np.nan))[1])
