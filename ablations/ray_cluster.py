@@ -43,6 +43,9 @@ CONNECT_LIMITS = {
     "RAY_py_gcs_connect_timeout_s": "5",  # each attempt's wait for the cluster id, in s [30]
     "RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S": "5",  # ray://: each of its 3 attempts, in s [5, 10, 15]
 }
+# A driver sends its token only when told to (Ray never sends one to an address given explicitly).
+TOKEN_HINT = ("set RAY_AUTH_MODE=token here, with the head's token in $RAY_AUTH_TOKEN, $RAY_AUTH_TOKEN_PATH "
+              "or ~/.ray/auth_token")
 # Ray ships what `py_modules` names as a zip: no bytecode, which each Python writes for itself.
 SHIP_EXCLUDES = ["__pycache__", "*.pyc"]
 
@@ -185,10 +188,20 @@ def connect(address: str | None, *, cpus_per_run: float):
         try:
             with connect_limits(), stderr_held_back():
                 ray.init(address=where.text, runtime_env=runtime_env, logging_level="ERROR")
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError, ray.exceptions.AuthenticationError) as err:
+            if refused_for_a_token(err):
+                raise UserError(f"the Ray cluster at {where} asks for a token: {TOKEN_HINT}") from None
             raise UserError(f"cannot connect to Ray at {where}: {first_sentence(err)}; {connect_hint(where)}") from None
     _connected_here = True
     return ray
+
+
+def refused_for_a_token(err: BaseException) -> bool:
+    """Ray wraps its authentication error in a connection error whose text holds the first one's traceback."""
+    chain = [err]
+    while chain[-1].__cause__ is not None and len(chain) < 10:
+        chain.append(chain[-1].__cause__)
+    return any("AuthenticationError" in f"{type(e).__name__} {e}" or "InvalidAuthToken" in str(e) for e in chain)
 
 
 def first_sentence(err: Exception) -> str:
@@ -200,8 +213,9 @@ def first_sentence(err: Exception) -> str:
 def connect_hint(where: RayAddress) -> str:
     if where.text == AUTO:
         return f"start one here with `ray start --head`, or give --address or ${ADDRESS_ENV}"
-    if where.text.startswith(CLIENT_SCHEME):
-        return "check that the head runs and that this is its Ray Client port (10001 by default)"
+    if where.text.startswith(CLIENT_SCHEME):  # Ray Client reports a refused token as a timeout
+        return ("check that the head runs, that this is its Ray Client port (10001 by default) and, if the cluster "
+                "uses token authentication, that RAY_AUTH_MODE=token is set here")
     return "check that the head runs and that this is its GCS port (6379 by default; ray:// for the client port)"
 
 

@@ -90,11 +90,11 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
 
     Bad input must change nothing: no store, no folder, no queued row."""
     from ablations.backends import preflight, prepare_ray, resolve_workers  # torch loads only for real work
-    from ablations.ray_cluster import require_ray, resolve_address
+    from ablations.ray_cluster import check_reachable, require_ray, resolve_address
 
-    if args.backend == "ray":
+    if args.backend == "ray":  # the address first: a malformed or dead one is wrong with or without Ray here
+        check_reachable(resolve_address(args.address))
         require_ray()
-        resolve_address(args.address)  # a malformed address fails before anything slow
     workers = resolve_workers(args.workers, args.backend, p.configs)
     check_results_folder(p.results)
     path = store_path(p.results)

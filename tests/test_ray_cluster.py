@@ -3,13 +3,15 @@ grid --backend ray` against a real head node (`ray start --head`).
 
 The head runs a Python that has torch and Ray but not this suite, from a folder without the code,
 and the driver runs from another folder with the suite on its PYTHONPATH only: a run can finish
-only if the driver shipped the package (runtime_env py_modules). Bad and unreachable addresses
-are one line, exit 2, within seconds, and no store."""
+only if the driver shipped the package (runtime_env py_modules). The head asks for a token, as
+Ray's secured clusters do. Bad and unreachable addresses are one line, exit 2, within seconds, and
+no store."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -46,6 +48,18 @@ class Cluster:
     root: Path  # its working folder; Ray's temp dir is root/ray
     gcs_port: int
     client_port: int
+    token: dict[str, str]  # what a driver needs in its environment to be let in
+
+    def driver_env(self, **extra: str) -> dict[str, str]:
+        return driver_env(**self.token, **extra)
+
+
+def token_auth(folder: Path) -> dict[str, str]:
+    """Ray's token authentication with a token of this test's own: Ray would otherwise make one
+    in ~/.ray/auth_token, which changes every later `ray start` on the machine."""
+    path = folder / "auth_token"
+    path.write_text(secrets.token_hex(32))
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(path)}
 
 
 def free_port() -> int:
@@ -85,8 +99,9 @@ def cluster() -> Iterator[Cluster]:
     pytest.importorskip("ray", reason=RAY_EXTRA)
     root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
     python = python_without_the_suite(root / "py")
-    gcs_port, client_port = free_port(), free_port()
+    gcs_port, client_port, token = free_port(), free_port(), token_auth(root)
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ABLATIONS_DATA_ROOT", "RAY_ADDRESS")}
+    env.update(token)
     # Its own session: every process the head starts is in one process group, ended by its id below.
     start = subprocess.Popen(
         [python, "-m", "ray.scripts.scripts", "start", "--head", f"--port={gcs_port}",
@@ -97,7 +112,7 @@ def cluster() -> Iterator[Cluster]:
     try:
         out, _ = start.communicate(timeout=180)
         assert start.returncode == 0, out[-3000:]
-        yield Cluster(python, root, gcs_port, client_port)
+        yield Cluster(python, root, gcs_port, client_port, token)
     finally:
         # SIGKILL: Ray's GCS and monitor outlive a SIGTERM by 15 s and more; their state goes with root
         with contextlib.suppress(ProcessLookupError):
@@ -110,8 +125,9 @@ def cluster() -> Iterator[Cluster]:
 
 
 def driver_env(**extra: str) -> dict[str, str]:
-    """The driver's environment: the suite on PYTHONPATH only, no Ray address unless given."""
-    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "ABLATIONS_DATA_ROOT")}
+    """The driver's environment: the suite on PYTHONPATH only, no Ray address or token unless given."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("RAY_ADDRESS", "ABLATIONS_DATA_ROOT", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
     return {**env, "PYTHONPATH": str(REPO), **extra}
 
 
@@ -148,7 +164,8 @@ def test_the_grid_runs_on_the_cluster_in_RAY_ADDRESS_with_the_code_it_ships(clus
     assert nodes.returncode != 0 and "No module named 'ablations'" in nodes.stderr  # the control: no suite there
     results = tmp_path / "results"
 
-    first = grid(elsewhere, driver_env(RAY_ADDRESS=f"127.0.0.1:{cluster.gcs_port}"), "--results", str(results), *SMALL)
+    first = grid(elsewhere, cluster.driver_env(RAY_ADDRESS=f"127.0.0.1:{cluster.gcs_port}"), "--results", str(results),
+                 *SMALL)
 
     assert first.returncode == 0, first.stderr[-3000:]
     assert "4 runs, 0 finished before, 4 to run on ray with 2 worker(s)" in first.stdout
@@ -161,8 +178,8 @@ def test_the_grid_runs_on_the_cluster_in_RAY_ADDRESS_with_the_code_it_ships(clus
     assert {r["provenance"]["versions"]["ablations"] for r in runs} == {ablations.__version__}
 
     # `auto`: the cluster `ray start` began on this machine, found through Ray's temp dir
-    again = grid(elsewhere, driver_env(RAY_TMPDIR=str(cluster.root)), "--results", str(results), "--address", "auto",
-                 *SMALL)
+    again = grid(elsewhere, cluster.driver_env(RAY_TMPDIR=str(cluster.root)), "--results", str(results), "--address",
+                 "auto", *SMALL)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 done, 0 diverged, 0 failed, 4 skipped (finished before)" in again.stdout
     assert [(r["run_id"], r["status"], r["attempts"]) for r in stored_runs(results)] == [
@@ -183,9 +200,10 @@ def test_the_drivers_data_root_reaches_the_workers(cluster, elsewhere, tmp_path,
     assert not (cluster.root / "data").exists()
     results = tmp_path / "results"
     if how.startswith("RAY_ADDRESS"):
-        env, args = driver_env(RAY_ADDRESS=f"127.0.0.1:{cluster.gcs_port}", ABLATIONS_DATA_ROOT="data"), ()
+        env, args = cluster.driver_env(RAY_ADDRESS=f"127.0.0.1:{cluster.gcs_port}", ABLATIONS_DATA_ROOT="data"), ()
     else:
-        env, args = driver_env(), ("--address", f"ray://127.0.0.1:{cluster.client_port}", "--set", "data_root=data")
+        args = ("--address", f"ray://127.0.0.1:{cluster.client_port}", "--set", "data_root=data")
+        env = cluster.driver_env()
 
     proc = grid(elsewhere, env, "--results", str(results), *ONE_RUN, "--set", "dataset=mnist", "--set",
                 "train_subset=1000", "--set", "test_subset=1000", *args)
@@ -201,13 +219,26 @@ def test_local_starts_a_private_instance_even_with_RAY_ADDRESS_set(elsewhere, tm
     results = tmp_path / "results"
     ray_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # the instance's logs and sockets, short paths
     try:
-        proc = grid(elsewhere, driver_env(RAY_ADDRESS=f"127.0.0.1:{free_port()}", RAY_TMPDIR=ray_tmp),
-                    "--results", str(results), "--address", "local", *ONE_RUN)
+        env = driver_env(RAY_ADDRESS=f"127.0.0.1:{free_port()}", RAY_TMPDIR=ray_tmp, **token_auth(tmp_path))
+        proc = grid(elsewhere, env, "--results", str(results), "--address", "local", *ONE_RUN)
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"1 to run on ray with {os.cpu_count()} worker(s)" in proc.stdout  # a CPU per run, every core here
     assert [r["status"] for r in stored_runs(results)] == ["done"]
+
+
+@pytest.mark.ray
+def test_a_driver_without_the_clusters_token_is_told_to_set_it(cluster, elsewhere, tmp_path):
+    results = tmp_path / "results"
+    start = time.monotonic()
+    proc = grid(elsewhere, driver_env(RAY_ADDRESS=f"127.0.0.1:{cluster.gcs_port}"), "--results", str(results))
+
+    assert time.monotonic() - start < FAILS_WITHIN_S
+    assert one_error_line(proc) == (f"error: the Ray cluster at 127.0.0.1:{cluster.gcs_port} ($RAY_ADDRESS) asks for a "
+                                    "token: set RAY_AUTH_MODE=token here, with the head's token in $RAY_AUTH_TOKEN, "
+                                    "$RAY_AUTH_TOKEN_PATH or ~/.ray/auth_token")
+    assert not results.exists()
 
 
 @pytest.mark.ray
