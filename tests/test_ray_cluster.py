@@ -40,6 +40,8 @@ ONE_RUN = (*SMALL, "--only", "augment=none", "--only", "weight_decay=0")
 # Ray's own connection retries are cut to about 15 s (ablations.ray_cluster.CONNECT_LIMITS); the
 # rest is starting Python and importing torch on a loaded machine.
 FAILS_WITHIN_S = 60
+# Where a Ray process finds its cluster and token: the tests set them, whatever the caller's shell has.
+DRIVER_RAY_VARS = ("RAY_ADDRESS", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
 
 
 @dataclass(frozen=True)
@@ -100,7 +102,7 @@ def cluster() -> Iterator[Cluster]:
     root = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))  # Ray's socket paths must stay under 108 bytes
     python = python_without_the_suite(root / "py")
     gcs_port, client_port, token = free_port(), free_port(), token_auth(root)
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ABLATIONS_DATA_ROOT", "RAY_ADDRESS")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "ABLATIONS_DATA_ROOT", *DRIVER_RAY_VARS)}
     env.update(token)
     # Its own session: every process the head starts is in one process group, ended by its id below.
     start = subprocess.Popen(
@@ -126,8 +128,7 @@ def cluster() -> Iterator[Cluster]:
 
 def driver_env(**extra: str) -> dict[str, str]:
     """The driver's environment: the suite on PYTHONPATH only, no Ray address or token unless given."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RAY_ADDRESS", "ABLATIONS_DATA_ROOT", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    env = {k: v for k, v in os.environ.items() if k not in ("ABLATIONS_DATA_ROOT", *DRIVER_RAY_VARS)}
     return {**env, "PYTHONPATH": str(REPO), **extra}
 
 
