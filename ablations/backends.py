@@ -22,9 +22,9 @@ from concurrent.futures.process import BrokenProcessPool
 
 from ablations.config import Status, TrainConfig, check_name
 from ablations.errors import UserError
+from ablations.ray_cluster import connect, disconnect, for_workers
 
 BACKENDS = ("local", "ray")
-RAY_MISSING = 'the ray backend needs Ray, which is not installed here: pip install -e ".[ray]", or use --backend local'
 # How often a worker's watchdog looks for its driver: a dead driver's workers are gone within this.
 PARENT_POLL_S = 1.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
@@ -121,15 +121,6 @@ class InlineExecutor:
         pass
 
 
-def require_ray():
-    """The ray module, or the one-line error that says how to get it (checked before the store is written)."""
-    try:
-        import ray
-    except ImportError:
-        raise UserError(RAY_MISSING) from None
-    return ray
-
-
 # How many runs train at once beside this one on the same device: stored with each run, so a
 # throughput measured while runs shared a device is labelled as shared.
 CONCURRENT_RUNS_ENV = "ABLATIONS_CONCURRENT_RUNS"
@@ -213,24 +204,26 @@ class ProcessExecutor:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
+def prepare_ray(*, address: str | None, cpus_per_run: float, gpus_per_run: float | None,
+                device: str = "auto") -> float:
+    """Start or join Ray (once per process) and return each run's GPU share. The grid calls it
+    while validating, so a bad address, a cluster that does not answer or a refused share is one
+    line before any store exists."""
+    ray = connect(address, cpus_per_run=cpus_per_run)
+    return ray_gpu_share(gpus_per_run, ray.cluster_resources().get("GPU", 0), device)
+
+
 class RayExecutor:
     """Each run is a Ray task (CPUs/GPUs per run as asked); a task whose worker died is retried."""
 
     def __init__(self, *, address: str | None, workers: int, cpus_per_run: float, gpus_per_run: float | None,
                  device: str = "auto") -> None:
-        ray = require_ray()
+        gpus_per_run = prepare_ray(address=address, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
+                                   device=device)
+        import ray
+
         self._ray = ray
-        env = {k: os.environ[k] for k in ("ABLATIONS_DATA_ROOT",) if k in os.environ}
-        self._started_here = not ray.is_initialized()
-        if self._started_here:
-            # No address: a private instance on loopback, gone when the grid ends.
-            init = (
-                {"address": address}
-                if address
-                else {"num_cpus": max(os.cpu_count() or 1, int(cpus_per_run)), "_node_ip_address": "127.0.0.1"}
-            )
-            ray.init(**init, include_dashboard=False, runtime_env={"env_vars": env}, logging_level="ERROR")
-        gpus_per_run = ray_gpu_share(gpus_per_run, ray.cluster_resources().get("GPU", 0), device)
+        # On a cluster as on a private instance, each task reserves its share; Ray schedules by them.
         self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=2)(run_one)
         # workers 0: as many runs at once as the cluster's CPUs (or GPUs) allow
         fit = ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)
@@ -240,7 +233,7 @@ class RayExecutor:
         self._refs: list = []
 
     def submit(self, config: dict) -> Future:
-        ref = self._remote.remote(config)
+        ref = self._remote.remote(for_workers(config))
         self._refs.append(ref)
         return ref.future()
 
@@ -248,8 +241,7 @@ class RayExecutor:
         if cancel:
             for ref in self._refs:
                 self._ray.cancel(ref, force=True)
-        if self._started_here:
-            self._ray.shutdown()
+        disconnect()
 
 
 def check_backend(backend: str) -> None:

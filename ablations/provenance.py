@@ -10,13 +10,21 @@ import socket
 import subprocess
 from pathlib import Path
 
+import ablations
 from ablations.devices import cpu_capability, device_name
 
-PACKAGES = ("ablations", "torch", "torchvision", "numpy", "pandas", "scipy", "seaborn", "ray")
+# Versions stored beside this package's own, which is that of the code running: Ray may have
+# shipped it to a node where it is not installed.
+PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scipy", "seaborn", "ray")
+# A copy of the package that Ray shipped to a worker has no git checkout around it: the driver
+# names the commit of the code it shipped (ablations.ray_cluster.worker_runtime_env).
+COMMIT_ENV = "ABLATIONS_GIT_COMMIT"
 
 
 @functools.cache
 def git_commit() -> str | None:
+    if os.environ.get(COMMIT_ENV):
+        return os.environ[COMMIT_ENV]
     root = Path(__file__).resolve().parent.parent
     try:
         out = subprocess.run(
@@ -34,7 +42,7 @@ def git_commit() -> str | None:
 
 @functools.cache
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
+    versions = {"python": platform.python_version(), "ablations": ablations.__version__}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)

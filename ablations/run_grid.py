@@ -3,7 +3,7 @@
     python -m ablations.run_grid                       # the quick grid into runs/quick/
     python -m ablations.run_grid --grid notebook --workers 4
     python -m ablations.run_grid --axis weight-decay=0,5e-4 --seeds 3 --dry-run
-    python -m ablations.run_grid --backend ray --address HEAD_IP:6379
+    RAY_ADDRESS=HEAD_IP:6379 python -m ablations.run_grid --backend ray
 """
 
 from __future__ import annotations
@@ -52,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs at once: processes here, or Ray tasks [auto: one per core on CPU, 1 on a GPU]")
     p.add_argument("--backend", default="local", choices=BACKENDS, type=_backend,
                    help="where runs train: local (this machine) or ray [local]")
-    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local instance)")
+    p.add_argument("--address", default=None,
+                   help="Ray cluster: host:port, ray://host:port, auto or local [$RAY_ADDRESS, else a private local instance]")
     p.add_argument("--cpus-per-run", type=float, default=1.0, help="Ray: CPUs reserved per run [1]")
     p.add_argument("--gpus-per-run", type=float, default=None,
                    help="Ray: GPUs per run, fractions share one [0.25 on a cluster with GPUs, else 0]")
@@ -88,9 +89,11 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
     """Every check that can fail before the store is written; returns the worker count.
 
     Bad input must change nothing: no store, no folder, no queued row."""
-    from ablations.backends import preflight, require_ray, resolve_workers  # torch loads only for real work
+    from ablations.backends import preflight, prepare_ray, resolve_workers  # torch loads only for real work
+    from ablations.ray_cluster import check_reachable, require_ray, resolve_address
 
-    if args.backend == "ray":
+    if args.backend == "ray":  # the address first: a malformed or dead one is wrong with or without Ray here
+        check_reachable(resolve_address(args.address))
         require_ray()
     workers = resolve_workers(args.workers, args.backend, p.configs)
     check_results_folder(p.results)
@@ -100,6 +103,9 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
             store.check_grid(p.grid.spec())
     if args.backend == "local":
         preflight(p.configs)
+    else:  # last: it starts Ray, or waits seconds for a cluster that does not answer
+        prepare_ray(address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
+                    device=p.configs[0].device)
     return workers
 
 

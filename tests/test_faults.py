@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -87,6 +88,12 @@ def _ok(command: list[str]) -> bool:
 
 def nothing(scene: Scene) -> None:
     pass
+
+
+def ray_address_nobody_listens_on(scene: Scene) -> None:
+    with socket.socket() as probe:  # a port the system just handed out, closed again
+        probe.bind(("127.0.0.1", 0))
+        scene.env["RAY_ADDRESS"] = f"127.0.0.1:{probe.getsockname()[1]}"
 
 
 def grid_file(text: str) -> Callable[[Scene], None]:
@@ -276,6 +283,13 @@ ROWS = {
                        ("--workers must be 1 or more, got 0",)),
     "--backend ray without Ray": Row((*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray"),
                                      ("needs Ray", "not installed", "--backend local"), scene=ray_missing),
+    "--backend ray with a malformed --address": Row(
+        (*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray", "--address", "nohost:notaport"),
+        ("--address 'nohost:notaport' is not a Ray address", "host:port, ray://host:port, auto or local")),
+    "--backend ray with $RAY_ADDRESS on a closed port": Row(
+        (*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray"),
+        ("cannot reach Ray at 127.0.0.1:", "($RAY_ADDRESS): connection refused", "ray start --head"),
+        scene=ray_address_nobody_listens_on),
     "batch larger than the training set": Row(
         (*GRID, "--grid", "quick", "--results", "{results}", "--set", "batch_size=5000", "--set", "train_subset=1000"),
         ("batch-size 5000 is larger than the training set (1000 images)",), marks=("mnist",)),

@@ -233,7 +233,8 @@ def test_ray_backend_runs_smoke_on_a_local_cluster(results_dir, tmp_path):
     pytest.importorskip("ray", reason="Ray is the optional `ray` extra: pip install -e '.[ray]'")
     ray_bin = Path(sys.executable).with_name("ray")
     short_tmp = tempfile.mkdtemp(prefix="ray", dir="/tmp")  # Ray's socket paths must stay under 108 bytes
-    env = {**os.environ, "RAY_TMPDIR": short_tmp}
+    # no token authentication, which `ray start` turns on wherever an earlier Ray left ~/.ray/auth_token
+    env = {**os.environ, "RAY_TMPDIR": short_tmp, "RAY_AUTH_MODE": "disabled"}
     port = "6391"
     start = subprocess.run([str(ray_bin), "start", "--head", "--node-ip-address", "127.0.0.1", "--port", port,
                             "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats"],
