@@ -92,6 +92,8 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
     from ablations.backends import preflight, prepare_ray, resolve_workers  # torch loads only for real work
     from ablations.ray_cluster import check_reachable, require_ray, resolve_address
 
+    if args.backend == "local" and args.address:
+        raise UserError(f"--address {args.address} is for the ray backend; add --backend ray, or drop --address")
     if args.backend == "ray":  # the address first: a malformed or dead one is wrong with or without Ray here
         check_reachable(resolve_address(args.address))
         require_ray()

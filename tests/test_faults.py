@@ -286,6 +286,9 @@ ROWS = {
     "--backend ray with a malformed --address": Row(
         (*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray", "--address", "nohost:notaport"),
         ("--address 'nohost:notaport' is not a Ray address", "host:port, ray://host:port, auto or local")),
+    "--address without --backend ray": Row(
+        (*GRID, "--grid", "smoke", "--results", "{results}", "--address", "127.0.0.1:6379"),
+        ("--address 127.0.0.1:6379 is for the ray backend", "add --backend ray")),
     "--backend ray with $RAY_ADDRESS on a closed port": Row(
         (*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray"),
         ("cannot reach Ray at 127.0.0.1:", "($RAY_ADDRESS): connection refused", "ray start --head"),
