@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ablations.devices import cpu_capability, device_name
 
-PACKAGES = ("ablations", "torch", "torchvision", "numpy", "pandas", "scipy", "seaborn", "ray")
+# timm: a timm:NAME model is defined by the installed version (left out where it is not installed).
+PACKAGES = ("ablations", "torch", "torchvision", "timm", "numpy", "pandas", "scipy", "seaborn", "ray")
 
 
 @functools.cache
@@ -43,8 +44,9 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def provenance(device, precision: str | None = None) -> dict:
-    """Everything needed to say where a number came from; `precision` as the run resolved it."""
+def provenance(device, precision: str | None = None, param_count: int | None = None) -> dict:
+    """Everything needed to say where a number came from; `precision` as the run resolved it, and
+    the parameters of the model it trained (how big a torchvision or timm model was, as built here)."""
     import torch
 
     return {
@@ -56,6 +58,7 @@ def provenance(device, precision: str | None = None) -> dict:
         "device_name": device_name(device),
         "cpu_capability": cpu_capability(),
         "precision": precision,
+        "param_count": param_count,
         # runs training at once on this device (local worker processes): throughput measured shared
         "concurrent_runs": int(os.environ.get("ABLATIONS_CONCURRENT_RUNS", "1")),
         "host": socket.gethostname(),
