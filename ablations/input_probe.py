@@ -4,9 +4,9 @@ of a second.
 
 The notebook's ResNet states its input range; a torchvision or timm model states none, so
 `check_input_size` runs it once at the run's size when it is built, and only if that fails
-searches for the size to suggest. Models whose forward the meta device cannot run (an operation
-without a meta implementation, a tensor kept outside parameters and buffers) are tried on a
-real CPU batch instead, in eval mode, which changes no state.
+searches for the size to suggest. Where no size runs on the meta device (a model with an
+operation that has no meta implementation, or a tensor kept outside its parameters and buffers),
+the run's size is tried once on a real CPU batch, in eval mode, which changes no state.
 """
 
 from __future__ import annotations
@@ -43,11 +43,12 @@ def check_input_size(model: nn.Module, name: str, *, in_channels: int, num_class
         raise UserError(f"{name} takes {declared} px inputs, got {size} px; set --image-size {declared}")
     found = sizes_above(size, fits)
     if found is None:
-        if not next(model.parameters()).is_meta and attempt(size, "cpu") is None:
-            return  # it runs: only the meta device could not run it, at any size
+        if not next(model.parameters()).is_meta:
+            failure = attempt(size, "cpu")
+            if failure is None:
+                return  # it runs: only the meta device could not run it
         reason = str(failure).strip().splitlines()[0] if str(failure).strip() else type(failure).__name__
-        raise UserError(f"{name} cannot run on {in_channels}-channel {size} px inputs, nor on any size tried up to "
-                        f"{MAX_SIZE} px: {reason}")
+        raise UserError(f"{name} cannot run on {in_channels}-channel {size} px inputs: {reason}")
     first, smallest = found
     if smallest * 2 <= MAX_SIZE and fits(smallest * 2):
         raise UserError(f"{name} needs inputs of at least {smallest} px, got {size} px; set --image-size {smallest} "

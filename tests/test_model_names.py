@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from ablations.errors import UserError
+from ablations.input_probe import check_input_size
 from ablations.models import build_model, count_parameters
 from ablations.store import Store, store_path
 
@@ -116,6 +118,27 @@ def test_a_model_that_downsamples_too_far_states_its_minimum_size():
     assert model(torch.zeros(1, 1, 63, 63)).shape == (1, 10)
     with pytest.raises(RuntimeError):
         model(torch.zeros(1, 1, 62, 62))
+
+
+class ReadsAValueBack(nn.Module):
+    """A classifier that reads a value back in its forward, as some do: the meta device cannot run it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.head = nn.Conv2d(1, 4, 5), nn.Linear(4, 10)  # the 5x5 conv needs at least 5 px
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.conv(x).mean((2, 3))
+        return self.head(features / (float(features.abs().max()) + 1.0))
+
+
+def test_a_model_the_meta_device_cannot_run_is_tried_on_the_cpu():
+    model = ReadsAValueBack()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    check_input_size(model, "reads_back", in_channels=1, num_classes=10, size=28)  # runs on the CPU: no error
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # and the try changed nothing
+    with pytest.raises(UserError, match=r"^reads_back cannot run on 1-channel 4 px inputs: .*[Kk]ernel size"):
+        check_input_size(model, "reads_back", in_channels=1, num_classes=10, size=4)
 
 
 def test_list_models_prints_every_source_and_filters_by_pattern():
