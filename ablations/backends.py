@@ -38,17 +38,17 @@ def run_one(config: dict) -> dict:
 
     cfg = TrainConfig.from_mapping(config)
     device = resolve_device(cfg.device)
-    precision, split_sizes = None, None
+    precision = param_count = split_sizes = None
     try:
         data = cached_dataset(*data_key(cfg), str(device))
         split_sizes = {split: len(data.split(split)[1]) for split in ("train", "val", "test")}
         result = train(cfg, data).to_dict()
-        precision = result["precision"]
+        precision, param_count = result["precision"], result["param_count"]
     except Exception as err:  # recorded in the store; the grid goes on
         last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
         where = f" (at {os.path.basename(last.filename)}:{last.lineno})" if last else ""
         result = {"status": Status.FAILED, "error": f"{type(err).__name__}: {err}{where}", "epochs": []}
-    result["provenance"] = provenance(device, precision, split_sizes)
+    result["provenance"] = provenance(device, precision, param_count, split_sizes)
     return result
 
 

@@ -40,7 +40,13 @@ DATASETS = ("mnist", "fashion_mnist", "cifar10", "synthetic")
 # Datasets named by where they come from: "torchvision:KMNIST" (a torchvision.datasets class) and
 # "imagefolder:PATH" (a folder of class subfolders). The name is checked here, the data at load time.
 DATASET_SOURCES = {"torchvision": "torchvision:CLASS", "imagefolder": "imagefolder:PATH"}
-MODELS = ("notebook_resnet", "notebook_resnet_adaptive")
+MODELS = ("notebook_resnet", "notebook_resnet_adaptive")  # built in: ablations.models
+# Any other model is named SOURCE:NAME ("torchvision:resnet18", "timm:convnext_atto") and built from
+# that library without downloaded weights. Only the form is checked here (no torch); whether the
+# library has the name is checked when the model is built, which a grid does before storing anything.
+MODEL_SOURCES = ("torchvision", "timm")
+MODEL_FORMS = (*MODELS, *(f"{source}:NAME" for source in MODEL_SOURCES))
+LIST_MODELS = "ablations train --list-models"
 AUGMENT_OPS = tuple(OPS)  # declared once, with their steps, in ablations.augment_ops
 SCHEDULES = ("constant", "step", "multistep", "cosine", "warmup_cosine", "onecycle", "exponential")
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -134,6 +140,8 @@ class TrainConfig:
 
     # ---- derived values (computed, never stored) ---------------------------------------
     def input_size(self, native_size: int) -> int:
+        """The model's input size in px. A torchvision or timm model gets the dataset's native size too:
+        one that needs more stops with the size to set, rather than silently upsampling (and costing)."""
         if self.image_size is not None:
             return self.image_size
         return NOTEBOOK_INPUT_SIZE if self.model == "notebook_resnet" else native_size
@@ -265,6 +273,22 @@ def canonical_dataset(name: str) -> str:
     return f"imagefolder:{os.path.abspath(os.path.expanduser(rest.strip()))}"
 
 
+def check_model(name: str) -> None:
+    """A built-in model, or SOURCE:NAME with a known source and a name (whether it exists, the build checks)."""
+    source, colon, model_name = name.partition(":")
+    if not colon:
+        if name not in MODELS and RENAMED.get(name) not in MODELS:
+            raise UserError(f"{unknown_name('model', name, MODELS)}, {', '.join(MODEL_FORMS[len(MODELS):])}; "
+                            f"list them with: {LIST_MODELS}")
+        check_name("model", name, MODELS)  # an old name says what it is called now
+    elif source not in MODEL_SOURCES:
+        raise UserError(f"unknown model source {source!r} in {name!r}; choose one of: {', '.join(MODEL_SOURCES)} "
+                        f"(e.g. torchvision:resnet18)")
+    elif not model_name.strip():
+        raise UserError(f"model {name!r} names no {source} model (e.g. {source}:resnet18); list them with: "
+                        f"{LIST_MODELS}")
+
+
 def check_policy(policy: str) -> tuple[str, ...]:
     """The ops of an augmentation policy ("hflip+rotate"), each known, 'none' alone."""
     ops = split_policy(policy)
@@ -282,7 +306,7 @@ def check_milestones(milestones: tuple[float, ...], epochs: int) -> None:
 
 def _check_values(cfg: TrainConfig) -> None:
     check_dataset(cfg.dataset)
-    check_name("model", cfg.model, MODELS)
+    check_model(cfg.model)
     check_name("schedule", cfg.schedule, SCHEDULES)
     check_name("precision", cfg.precision, PRECISIONS)
     check_policy(cfg.augment)

@@ -1,4 +1,5 @@
-"""The notebook's ResNet, kept bit-for-bit, and a variant that runs at native 28/32 px.
+"""The notebook's ResNet, kept bit-for-bit, and a variant that runs at native 28/32 px; and
+`build_model`, which also builds torchvision and timm classifiers by name (ablations.model_zoo).
 
 Faithful details (shared/seed-notebook.md): relu after bn2 *before* the residual add, a
 1x1 projection conv *with* bias on downsampling blocks, no padding in the first conv,
@@ -10,8 +11,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ablations.config import MODELS
-from ablations.errors import UserError, unknown_name
+from ablations.config import MODELS, check_model
+from ablations.errors import UserError
+from ablations.input_probe import check_input_size
+from ablations.model_zoo import build_named
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -73,10 +76,14 @@ class NotebookResNet(nn.Module):
         return self.classifier(x)
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int) -> NotebookResNet:
-    """Build a model by name; an input too small for it is an error that states the minimum."""
+def build_model(name: str, *, in_channels: int, num_classes: int, image_size: int) -> nn.Module:
+    """Build a model by name (a built-in one, or torchvision:NAME / timm:NAME); an input size it cannot
+    take is an error that says which size to set."""
+    check_model(name)
     if name not in MODELS:
-        raise unknown_name("model", name, MODELS)
+        model = build_named(name, in_channels=in_channels, num_classes=num_classes)
+        check_input_size(model, name, in_channels=in_channels, num_classes=num_classes, size=image_size)
+        return model
     model = NotebookResNet(in_channels, num_classes, adaptive=(name == "notebook_resnet_adaptive"))
     low, high = model.input_size_range
     if image_size < low:

@@ -15,7 +15,8 @@ from ablations.devices import cpu_capability, device_name
 
 # Versions stored beside this package's own, which is that of the code running: Ray may have
 # shipped it to a node where it is not installed.
-PACKAGES = ("torch", "torchvision", "numpy", "pandas", "scipy", "seaborn", "ray")
+# timm: a timm:NAME model is defined by the installed version (left out where it is not installed).
+PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scipy", "seaborn", "ray")
 # A copy of the package that Ray shipped to a worker has no git checkout around it: the driver
 # names the commit of the code it shipped (ablations.ray_cluster.worker_runtime_env).
 COMMIT_ENV = "ABLATIONS_GIT_COMMIT"
@@ -51,8 +52,10 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def provenance(device, precision: str | None = None, split_sizes: dict[str, int] | None = None) -> dict:
-    """Everything needed to say where a number came from; `precision` as the run resolved it,
+def provenance(device, precision: str | None = None, param_count: int | None = None,
+               split_sizes: dict[str, int] | None = None) -> dict:
+    """Everything needed to say where a number came from; `precision` as the run resolved it, the
+    parameters of the model it trained (how big a torchvision or timm model was, as built here), and
     `split_sizes` the images in its train, val and test splits (the report's test-set noise and
     budget need them for datasets whose sizes it cannot know, such as an image folder)."""
     import torch
@@ -67,6 +70,7 @@ def provenance(device, precision: str | None = None, split_sizes: dict[str, int]
         "cpu_capability": cpu_capability(),
         "precision": precision,
         "split_sizes": split_sizes,
+        "param_count": param_count,
         # runs training at once on this device (local worker processes): throughput measured shared
         "concurrent_runs": int(os.environ.get("ABLATIONS_CONCURRENT_RUNS", "1")),
         "host": socket.gethostname(),

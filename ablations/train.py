@@ -17,12 +17,13 @@ from ablations.config import (
     AUGMENT_OPS,
     DATASET_SOURCES,
     DATASETS,
-    MODELS,
+    MODEL_FORMS,
     PRECISIONS,
     SCHEDULES,
     Status,
     TrainConfig,
     check_dataset,
+    check_model,
     check_name,
     check_policy,
     field_types,
@@ -39,8 +40,9 @@ HELP = {
     "train_subset": "class-balanced training subset size (default: the train split less validation)",
     "val_subset": "validation images held out of the train split, class-balanced (default: a tenth, at most 5,000)",
     "test_subset": "class-balanced test subset size (default: the whole split)",
-    "model": "the notebook's ResNet (52-115 px inputs) or its adaptive-pooling variant (native size)",
-    "image_size": "model input size in px (default: 96 for notebook_resnet, native for the adaptive model)",
+    "model": "the notebook's ResNet (52-115 px inputs), its adaptive-pooling variant (native size), or a "
+             "torchvision or timm classifier by name, without downloaded weights (see --list-models)",
+    "image_size": "model input size in px (default: 96 for notebook_resnet, the dataset's native size otherwise)",
     "augment": f"augmentation policy, or several joined by '+' (e.g. hflip+rotate); OP is one of: "
                f"{', '.join(AUGMENT_OPS)}",
     "lr": "SGD learning rate",
@@ -76,10 +78,20 @@ def _check_device(value: str) -> None:
         raise UserError(f"unknown device {value!r}; choose one of: {', '.join(DEVICES)}")
 
 
+class ModelChoices(tuple):
+    """--model's choices as --help and shell completion list them (the built-in models, then
+    torchvision:NAME and timm:NAME); argparse asks for membership only after the flag's type,
+    `check_model`, has accepted the name, so every name that passed it is in."""
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str)
+
+
 # Named settings: their vocabularies go into `choices` (listed by --help and shell completion).
-CHOICES = {"model": MODELS, "schedule": SCHEDULES, "precision": PRECISIONS}
-SPECIAL = {  # named settings that choices cannot express: '+'-joined ops, cuda:N, dataset sources
+CHOICES = {"schedule": SCHEDULES, "precision": PRECISIONS}
+SPECIAL = {  # named settings that a plain list of choices cannot express: SOURCE:NAME, '+'-joined ops, cuda:N
     "dataset": {"type": _argument_type(check_dataset), "metavar": "{" + ",".join((*DATASETS, *DATASET_SOURCES.values())) + "}"},
+    "model": {"type": _argument_type(check_model), "choices": ModelChoices(MODEL_FORMS)},
     "augment": {"type": _argument_type(check_policy), "metavar": "OP[+OP...]"},
     "device": {"type": _argument_type(_check_device), "metavar": "{" + ",".join(DEVICES) + "}"},
 }
@@ -115,7 +127,21 @@ def build_parser() -> argparse.ArgumentParser:
             metavar = "LIST" if typing.get_origin(hint) is tuple else name.upper()
             parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=text)
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON line summarising the run")
+    parser.add_argument("--list-models", nargs="?", const="*", metavar="PATTERN",
+                        help="print the names --model takes, one a line, and exit; a glob such as 'resnet*' or "
+                             "'timm:*' picks some")
     return parser
+
+
+def list_models(pattern: str) -> int:
+    """Print the model names matching `pattern`; a source that is not installed is said on stderr."""
+    from ablations.model_zoo import model_names  # imports torchvision, and timm where installed
+
+    names = model_names(pattern, on_missing=lambda why: print(f"note: {why}", file=sys.stderr))
+    if not names:
+        raise UserError(f"no model name matches {pattern!r}; --list-models alone lists them all")
+    print("\n".join(names), flush=True)
+    return 0
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
@@ -170,6 +196,8 @@ def strict_json(value):
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.list_models is not None:
+        return list_models(args.list_models)
     cfg = config_from_args(args)
     from ablations.trainer import train  # torch loads only once the flags are known to be valid
 

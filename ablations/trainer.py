@@ -34,7 +34,7 @@ from ablations.config import Status, TrainConfig
 from ablations.data import TensorDataset, load_dataset
 from ablations.devices import device_name, peak_memory_bytes, reset_peak_memory, resolve_device, resolve_precision
 from ablations.errors import UserError
-from ablations.models import build_model
+from ablations.models import build_model, count_parameters
 from ablations.schedules import Schedule, schedule_for
 
 
@@ -48,6 +48,7 @@ class RunResult:
     peak_memory_bytes: int | None = None
     device_name: str = ""
     precision: str = ""  # as resolved on this device: fp32 or bf16
+    param_count: int | None = None  # of the model trained
     error: str | None = None
 
     def _last(self, key: str) -> float | None:
@@ -262,7 +263,8 @@ def train(
         torch.backends.cudnn.benchmark = True
     reset_peak_memory(run.device)  # a one-epoch run's peak includes its warm-up; longer runs reset after epoch 1
 
-    result = RunResult(status=Status.DONE, device_name=device_name(run.device), precision=run.precision)
+    result = RunResult(status=Status.DONE, device_name=device_name(run.device), precision=run.precision,
+                       param_count=count_parameters(run.model))
     train_seconds = 0.0
     for epoch in range(cfg.epochs):
         metrics = {"epoch": epoch + 1, **train_one_epoch(run, epoch)}

@@ -60,10 +60,16 @@ def flops_per_image(model_name: str, image_size: int, *, train: bool, in_channel
     """FLOPs (2 x MACs) of one image; train = forward + backward. Counted on the meta device:
     shapes only, no memory and no arithmetic."""
     batch = 2  # BatchNorm in training mode needs more than one value per channel
-    with torch.device("meta"):
-        model = build_model(model_name, in_channels=in_channels, num_classes=num_classes, image_size=image_size)
-        x = torch.randn(batch, in_channels, image_size, image_size)
-        y = torch.zeros(batch, dtype=torch.int64)
+    build = functools.partial(build_model, model_name, in_channels=in_channels, num_classes=num_classes,
+                              image_size=image_size)
+    try:
+        with torch.device("meta"):
+            model = build()
+    except NotImplementedError:  # a builder that reads values back while it builds (torchvision's RegNets)
+        with torch.random.fork_rng(devices=[]):  # built on the CPU, then shapes only; no draw the caller sees
+            model = build().to("meta")
+    x = torch.randn(batch, in_channels, image_size, image_size, device="meta")
+    y = torch.zeros(batch, dtype=torch.int64, device="meta")
     with FlopCounterMode(display=False) as counter:
         if train:
             F.cross_entropy(model(x), y).backward()

@@ -1,6 +1,8 @@
 """Model throughput on one pre-made batch (no data pipeline, as nanoGPT's bench.py): the forward
 pass under inference_mode, and the trainer's `train_step` (forward + backward + SGD step), for the
-notebook's ResNet at 96 px and its adaptive-pooling variant at native 28 px.
+notebook's ResNet at 96 px and its adaptive-pooling variant at native 28 px, and any torchvision or
+timm model named in $ABLATIONS_BENCH_MODELS ("torchvision:resnet18,timm:resnet18@32": NAME or
+NAME@PX, at MNIST's native 28 px unless given), built as `--model` builds it.
 
 Each benchmark sets its run up with `build_run`, so it times the model, memory format, optimizer
 and autocast the grid trains with. Grid: batch 64 and 256 (and 1024 on CUDA); fp32, and bf16
@@ -12,9 +14,13 @@ autocast where the hardware runs bf16 natively (CUDA, CPUs with AMX-BF16 or AVX5
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
+from ablations.config import check_model
+from ablations.errors import UserError
 from ablations.models import count_parameters
 from ablations.trainer import train_step
 from bench.measure import measure
@@ -22,7 +28,28 @@ from bench.peaks import flops_per_image
 from bench.record import BASELINE, CANDIDATE, record
 from bench.runs import MEMORY_FORMATS, ON_CUDA, PEAK_DTYPE, PRECISIONS, bench_run
 
-MODELS = {"notebook_resnet-96px": ("notebook_resnet", 96), "notebook_resnet_adaptive-28px": ("notebook_resnet_adaptive", 28)}
+MODELS_ENV = "ABLATIONS_BENCH_MODELS"
+MNIST_SIZE = 28
+
+
+def named_models(spec: str) -> dict[str, tuple[str, int]]:
+    """{"NAME-PXpx": (NAME, PX)} from "NAME[@PX],..." ($ABLATIONS_BENCH_MODELS)."""
+    models = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        name, at, size = item.partition("@")
+        check_model(name)
+        if at and not size.isdigit():
+            raise UserError(f"{MODELS_ENV}: {item!r} is not NAME or NAME@PX (e.g. torchvision:vit_b_16@224)")
+        px = int(size) if at else MNIST_SIZE
+        models[f"{name}-{px}px"] = (name, px)
+    return models
+
+
+MODELS = {
+    "notebook_resnet-96px": ("notebook_resnet", 96),
+    "notebook_resnet_adaptive-28px": ("notebook_resnet_adaptive", 28),
+    **named_models(os.environ.get(MODELS_ENV, "")),
+}
 BATCH_SIZES = (64, 256, 1024) if ON_CUDA else (64, 256)
 # cuDNN autotunes on the first call of each shape (cudnn.benchmark): two more calls to settle.
 WARMUP_CALLS = 3 if ON_CUDA else 1

@@ -13,7 +13,7 @@ import pytest
 
 from ablations.augment_ops import OPS
 from ablations.cli import COMMANDS, main
-from ablations.config import DATASETS, MODELS, PRECISIONS, SCHEDULES
+from ablations.config import DATASETS, MODEL_FORMS, PRECISIONS, SCHEDULES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -40,7 +40,7 @@ def test_train_help_lists_the_choices_and_one_default_each(capsys) -> None:
         main(["train", "--help"])
     out = capsys.readouterr().out
     flat = " ".join(out.split())  # argparse wraps lines; words matter, not where they break
-    for flag, choices in (("--dataset", (*DATASETS, "torchvision:CLASS", "imagefolder:PATH")), ("--model", MODELS),
+    for flag, choices in (("--dataset", (*DATASETS, "torchvision:CLASS", "imagefolder:PATH")), ("--model", MODEL_FORMS),
                           ("--schedule", SCHEDULES), ("--precision", PRECISIONS)):
         assert f"{flag} {{{','.join(choices)}}}" in flat, flag
     ops = re.search(r"OP is one of: ([\w, ]+)", flat).group(1)

@@ -181,12 +181,16 @@ def image_folder_with_a_truncated_image(scene: Scene) -> None:
     broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
 
 
-def ray_missing(scene: Scene) -> None:
-    """`import ray` fails as it does where Ray is not installed, without uninstalling it."""
-    shim = scene.root / "no_ray" / "ray"
-    shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text('raise ImportError("No module named \'ray\'")\n')
-    scene.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim.parent), os.environ.get("PYTHONPATH")]))
+def missing(package: str) -> Callable[[Scene], None]:
+    """A scene where `import package` fails as it does where the package is not installed, without
+    uninstalling it (an optional extra: Ray, timm)."""
+    def hide(scene: Scene) -> None:
+        shim = scene.root / f"no_{package}" / package
+        shim.mkdir(parents=True)
+        (shim / "__init__.py").write_text(f'raise ImportError("No module named {package!r}")\n')
+        scene.env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(shim.parent), os.environ.get("PYTHONPATH")]))
+
+    return hide
 
 
 # ---- what a successful row must show ------------------------------------------------------
@@ -282,7 +286,7 @@ ROWS = {
     "--workers 0": Row((*GRID, "--grid", "smoke", "--results", "{results}", "--workers", "0"),
                        ("--workers must be 1 or more, got 0",)),
     "--backend ray without Ray": Row((*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray"),
-                                     ("needs Ray", "not installed", "--backend local"), scene=ray_missing),
+                                     ("needs Ray", "not installed", "--backend local"), scene=missing("ray")),
     "--backend ray with a malformed --address": Row(
         (*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray", "--address", "nohost:notaport"),
         ("--address 'nohost:notaport' is not a Ray address", "host:port, ray://host:port, auto or local")),
@@ -293,6 +297,14 @@ ROWS = {
         (*GRID, "--grid", "smoke", "--results", "{results}", "--backend", "ray"),
         ("cannot reach Ray at 127.0.0.1:", "($RAY_ADDRESS): connection refused", "ray start --head"),
         scene=ray_address_nobody_listens_on),
+    "unknown torchvision model in a grid": Row(
+        (*GRID, "--grid", "smoke", "--results", "{results}", "--set", "model=torchvision:resnet19"),
+        ("unknown torchvision model 'resnet19'", "close matches: torchvision:resnet18", "--list-models")),
+    "a model that cannot take the input size, in a grid": Row(
+        (*GRID, "--grid", "smoke", "--results", "{results}", "--set", "model=torchvision:vit_b_16"),
+        ("torchvision:vit_b_16 takes 224 px inputs, got 28 px; set --image-size 224",)),
+    "--model timm:NAME without timm": Row((*TRAIN, *TINY_TRAIN, "--model", "timm:resnet18"),
+                                          ("need timm", "not installed", 'pip install -e ".[timm]"'), scene=missing("timm")),
     "batch larger than the training set": Row(
         (*GRID, "--grid", "quick", "--results", "{results}", "--set", "batch_size=5000", "--set", "train_subset=1000"),
         ("batch-size 5000 is larger than the training set (1000 images)",), marks=("mnist",)),
