@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING, Any
 
 from ablations.config import TrainConfig, normalize_key
 from ablations.errors import UserError
-from ablations.store import Store, store_path
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ablations.store import Store
     from ablations.trainer import RunResult
 
 # Columns of `load_runs` besides the grid's axes, in order; accuracies are fractions, as in the store.
@@ -170,6 +170,9 @@ def _in_axis_order(axes: Iterable[str]) -> tuple[str, ...]:
 
 
 def _open(results: str | Path) -> Store:
+    # imported here, not with the package: `python -m ablations.store` must load it as __main__ first
+    from ablations.store import Store, store_path
+
     path = store_path(results)
     if not path.is_file():
         raise UserError(f"no run store at {path}; run a grid into {results} first (ablations.run_grid)")
