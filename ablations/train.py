@@ -12,6 +12,7 @@ import math
 import sys
 import typing
 from functools import partial
+from pathlib import Path
 
 from ablations.config import (
     AUGMENT_OPS,
@@ -26,8 +27,12 @@ from ablations.config import (
     field_types,
 )
 from ablations.errors import UserError, run_cli
+from ablations.tracking import add_track_arguments, live_run, spec_from_args
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+# --track: where a single run logs by default (a grid logs under its results folder, and to the grid's experiment)
+TENSORBOARD_DIR = Path("runs/train/tensorboard")
+EXPERIMENT = "ablations-train"
 # Help text per field. A text that states its own default (a default that depends on other
 # settings, or an environment variable) gets no "[default: ...]" appended.
 HELP = {
@@ -111,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
             metavar = "LIST" if typing.get_origin(hint) is tuple else name.upper()
             parser.add_argument(flag, dest=name, default=None, metavar=metavar, help=text)
     parser.add_argument("--json", action="store_true", help="end stdout with one JSON line summarising the run")
+    add_track_arguments(parser, tensorboard_dir=str(TENSORBOARD_DIR), experiment=EXPERIMENT)
     return parser
 
 
@@ -167,10 +173,19 @@ def strict_json(value):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    track = spec_from_args(args, tensorboard_dir=TENSORBOARD_DIR, experiment=EXPERIMENT)
+    from ablations.devices import resolve_device
+    from ablations.provenance import provenance
     from ablations.trainer import train  # torch loads only once the flags are known to be valid
 
     print(describe(cfg), flush=True)
-    result = train(cfg, on_epoch=lambda m: print(format_epoch(m, cfg.epochs), flush=True))
+    with live_run(track, cfg) as tracker:  # a no-op without --track
+        def on_epoch(m: dict) -> None:
+            print(format_epoch(m, cfg.epochs), flush=True)
+            tracker.epoch(m)
+
+        result = train(cfg, on_epoch=on_epoch)
+        tracker.end(result.to_dict(), provenance(resolve_device(cfg.device), result.precision))
     print(summary_line(cfg, result), flush=True)
     if args.json:
         summary = {k: v for k, v in result.to_dict().items() if k != "epochs"}
