@@ -1,8 +1,8 @@
 """Runs in MLflow and TensorBoard, and the store as Parquet: what goes in is read back with the trackers' own readers.
 
 A tiny grid (the smoke grid's synthetic data, a few hundred images, 2 epochs, 2 runs) trains once in
-worker processes, logging live to MLflow; its store is then exported every way and each copy is
-compared with the store number by number. Every command is a real subprocess, every store a real
+worker processes, logging live to TensorBoard; its store is then exported every way and each copy is
+compared with the store number by number. A single `ablations train` logs live to MLflow. Every command is a real subprocess, every store a real
 file: an SQLite run store, an SQLite MLflow store, TensorBoard event files, Parquet files.
 """
 
@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -47,11 +48,11 @@ def sqlite_uri(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> dict:
-    """The tiny grid, trained by two worker processes that each log their runs to MLflow as they train."""
+    """The tiny grid, trained by two worker processes that each log their runs to TensorBoard as they train."""
     folder = tmp_path_factory.mktemp("tracking")
-    results, live = folder / "results", folder / "live.db"
+    results, live = folder / "results", folder / "live"
     proc = python("-m", "ablations.run_grid", "--grid", "smoke", "--results", str(results), *TINY, "--no-report",
-                  "--workers", "2", "--track", "mlflow", "--track-uri", sqlite_uri(live))
+                  "--workers", "2", "--track", "tensorboard", "--track-uri", str(live))
     assert proc.returncode == 0, proc.stderr
     with Store.open_existing(results / STORE_NAME) as store:
         runs, epochs = store.runs(), store.epochs()
@@ -85,7 +86,7 @@ def mlflow_runs(uri: str, experiment: str, view: int = ViewType.ACTIVE_ONLY) -> 
     return client, client.search_runs([found.experiment_id], run_view_type=view)
 
 
-def assert_mlflow_holds_the_store(grid: dict, uri: str, *, provenance: bool = True) -> None:
+def assert_mlflow_holds_the_store(grid: dict, uri: str) -> None:
     """One MLflow run per stored run, holding the same numbers: every epoch's metrics, the final metrics, the
     config as params, the tags."""
     client, logged = mlflow_runs(uri, "smoke")
@@ -103,14 +104,8 @@ def assert_mlflow_holds_the_store(grid: dict, uri: str, *, provenance: bool = Tr
         tags = mlrun.data.tags
         assert (tags["grid"], tags["cell"], tags["seed"], tags["status"]) == ("smoke", run["cell_id"], "0", "done")
         assert mlrun.info.run_name == f"augment=none weight_decay={run['config']['weight_decay']:g} seed=0"
-        if provenance:
-            prov = run["provenance"]
-            for key in ("git_commit", "torch", "device", "precision", "cpu_capability"):
-                assert tags[key] == str(prov[key]), key
-
-
-def test_a_grid_logs_each_run_live_from_its_worker_process(grid) -> None:
-    assert_mlflow_holds_the_store(grid, sqlite_uri(grid["live"]))
+        for key in ("git_commit", "torch", "device", "precision", "cpu_capability"):
+            assert tags[key] == str(run["provenance"][key]), key
 
 
 def test_export_to_mlflow_holds_the_stores_numbers_and_twice_adds_nothing(grid) -> None:
@@ -127,15 +122,22 @@ def test_export_to_mlflow_holds_the_stores_numbers_and_twice_adds_nothing(grid) 
     assert len(every) == 2
 
 
-def test_export_replaces_the_runs_logged_live(grid, tmp_path) -> None:
-    """Into the experiment the grid logged live: each run is there once, the store's copy; the live ones are deleted."""
-    live = tmp_path / "live.db"
-    live.write_bytes(grid["live"].read_bytes())
-    proc = export(grid, "--to", "mlflow", "--out", str(live))  # a path ending in .db is an SQLite store
+def test_an_export_replaces_an_earlier_attempt_of_a_run(grid, tmp_path) -> None:
+    """A run trained again (a failed run retried) has a new finished_at in the store: the export logs the new
+    attempt and deletes the old one, so each run is in the experiment once."""
+    uri = sqlite_uri(tmp_path / "mlflow.db")
+    assert export(grid, "--to", "mlflow", "--out", uri).returncode == 0
+    retried = tmp_path / "retried"
+    retried.mkdir()
+    (retried / STORE_NAME).write_bytes((grid["results"] / STORE_NAME).read_bytes())
+    with sqlite3.connect(retried / STORE_NAME) as db:  # the copy's runs as if trained again a second later
+        db.execute("UPDATE runs SET finished_at = finished_at + 1")
+    proc = python("-m", "ablations.store", "export", "--results", str(retried), "--to", "mlflow",
+                  "--out", str(tmp_path / "mlflow.db"))  # a path ending in .db is an SQLite store
     assert proc.returncode == 0, proc.stderr
     assert "mlflow: 2 runs logged, 0 already there" in proc.stdout
-    assert_mlflow_holds_the_store(grid, sqlite_uri(live))
-    _, deleted = mlflow_runs(sqlite_uri(live), "smoke", ViewType.DELETED_ONLY)
+    assert_mlflow_holds_the_store(grid, uri)
+    _, deleted = mlflow_runs(uri, "smoke", ViewType.DELETED_ONLY)
     assert sorted(r.data.tags[RUN_ID_TAG] for r in deleted) == sorted(r["run_id"] for r in grid["runs"])
 
 
@@ -149,31 +151,42 @@ def tensorboard_runs(root: Path) -> dict[str, EventAccumulator]:
     return out
 
 
-def test_export_to_tensorboard_holds_the_stores_numbers(grid) -> None:
-    root = grid["folder"] / "tensorboard"
-    for _ in range(2):  # a second export rewrites each run's folder: no scalar twice
-        proc = export(grid, "--to", "tensorboard", "--out", str(root))
-        assert proc.returncode == 0, proc.stderr
-        assert f"tensorboard: 2 runs in {root}" in proc.stdout
+def assert_tensorboard_holds_the_store(grid: dict, root: Path) -> None:
+    """One event folder per stored run, `<cell>/seed=<seed>`, holding the same numbers (as float32): every epoch's
+    scalars, the final metrics, the config as hparams, the tags as a text table."""
     logged = tensorboard_runs(root)
-    # a folder per run, named by its cell on the grid's axes (--only picks runs; the axes stay the grid's)
+    # named by the cell on the grid's axes (--only picks runs; the axes stay the grid's)
     assert sorted(logged) == ["augment=none,weight_decay=0.001/seed=0", "augment=none,weight_decay=0/seed=0"]
     assert all(len(list((root / name).iterdir())) == 1 for name in logged)  # one event file per run
     for run in grid["runs"]:
         events = logged[f"augment=none,weight_decay={run['config']['weight_decay']:g}/seed=0"]
         for name in EPOCH_METRICS:
             scalars = {s.step: s.value for s in events.Scalars(name)}
-            expected = per_epoch(grid, run["run_id"], name)
-            assert scalars == pytest.approx(expected, rel=1e-6), name  # TensorBoard keeps float32
+            assert scalars == pytest.approx(per_epoch(grid, run["run_id"], name), rel=1e-6), name
         last = max(e["epoch"] for e in epochs_of(grid, run["run_id"]))
-        assert [(s.step, s.value) for s in events.Scalars("final_test_acc")] == [
-            (last, pytest.approx(run["final_test_acc"], rel=1e-6))]
+        for name in ("final_test_acc", "best_val_acc", "train_images_per_s"):
+            assert [(s.step, s.value) for s in events.Scalars(name)] == [(last, pytest.approx(run[name], rel=1e-6))]
         content = events.PluginTagToContent("hparams")["_hparams_/session_start_info"]
         hparams = plugin_data_pb2.HParamsPluginData.FromString(content).session_start_info.hparams
         assert hparams["weight_decay"].number_value == run["config"]["weight_decay"]
         assert hparams["dataset"].string_value == "synthetic"
         text = events.Tensors("run/text_summary")[0].tensor_proto.string_val[0].decode()
-        assert f"| ablations.run_id | {run['run_id']} |" in text and "| status | done |" in text
+        for tag, value in ((RUN_ID_TAG, run["run_id"]), ("status", "done"), ("cell", run["cell_id"]),
+                           ("precision", run["provenance"]["precision"])):
+            assert f"| {tag} | {value} |" in text
+
+
+def test_a_grid_logs_each_run_live_from_its_worker_process(grid) -> None:
+    assert_tensorboard_holds_the_store(grid, grid["live"])
+
+
+def test_export_to_tensorboard_holds_the_stores_numbers_and_replaces_what_was_there(grid) -> None:
+    root = grid["folder"] / "exported"
+    for out in (root, root, grid["live"]):  # again, and into the folder the grid logged live: no scalar twice
+        proc = export(grid, "--to", "tensorboard", "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert f"tensorboard: 2 runs in {out}" in proc.stdout
+        assert_tensorboard_holds_the_store(grid, out)
 
 
 def test_parquet_round_trip_equals_the_store(grid) -> None:
@@ -202,30 +215,25 @@ def test_parquet_round_trip_equals_the_store(grid) -> None:
                 assert plain(read[key]) == value, key
 
 
-@pytest.mark.parametrize("tracker", ["mlflow", "tensorboard"])
-def test_train_with_track_logs_every_epoch_as_it_ends(tracker, tmp_path) -> None:
-    where = sqlite_uri(tmp_path / "train.db") if tracker == "mlflow" else str(tmp_path / "tb")
+def test_train_with_track_mlflow_logs_every_epoch_as_it_ends(tmp_path) -> None:
+    uri = sqlite_uri(tmp_path / "train.db")
     proc = python("-m", "ablations.train", "--dataset", "synthetic", "--train-subset", "320", "--val-subset", "64",
-                  "--test-subset", "64", "--batch-size", "32", "--epochs", "3", "--json",
-                  "--track", tracker, "--track-uri", where, timeout=300)
+                  "--test-subset", "64", "--batch-size", "32", "--epochs", "2", "--json",
+                  "--track", "mlflow", "--track-uri", uri, timeout=300)
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.splitlines()[-1])  # the run's numbers as the trainer reports them
-    if tracker == "mlflow":
-        client, (run,) = mlflow_runs(where, "ablations-train")
-        series = {k: {m.step: m.value for m in client.get_metric_history(run.info.run_id, k)} for k in EPOCH_METRICS}
-        finals = run.data.metrics
-        assert run.data.tags[RUN_ID_TAG] == summary["run_id"] and run.info.status == "FINISHED"
-    else:
-        ((name, events),) = tensorboard_runs(Path(where)).items()
-        assert name.endswith("/seed=0")
-        series = {k: {s.step: s.value for s in events.Scalars(k)} for k in EPOCH_METRICS}
-        finals = {k: events.Scalars(k)[-1].value for k in FINAL_METRICS if summary.get(k) is not None}
-    assert all(sorted(series[k]) == [1, 2, 3] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"))
-    assert sorted(series["test_acc"]) == [3]  # the test set scores the final model only
-    assert series["val_acc"][3] == pytest.approx(summary["final_val_acc"], rel=1e-6)
-    assert series["test_acc"][3] == pytest.approx(summary["final_test_acc"], rel=1e-6)
-    for key in ("final_test_acc", "best_val_acc", "best_val_epoch", "train_images_per_s"):
-        assert finals[key] == pytest.approx(summary[key], rel=1e-6), key
+    client, (run,) = mlflow_runs(uri, "ablations-train")
+    assert run.data.tags[RUN_ID_TAG] == summary["run_id"] and run.info.status == "FINISHED"
+    assert run.data.tags["status"] == "done" and "grid" not in run.data.tags
+    assert run.data.params == params(summary["config"])
+    series = {k: {m.step: m.value for m in client.get_metric_history(run.info.run_id, k)} for k in EPOCH_METRICS}
+    assert all(sorted(series[k]) == [1, 2] for k in ("train_loss", "train_acc", "val_loss", "val_acc", "lr"))
+    assert sorted(series["test_acc"]) == [2]  # the test set scores the final model only
+    assert series["val_acc"][2] == summary["final_val_acc"]
+    assert series["test_acc"][2] == summary["final_test_acc"]
+    assert series["train_loss"][2] == summary["final_train_loss"]
+    for key in ("final_test_acc", "best_val_acc", "best_val_epoch", "train_images_per_s", "wall_s"):
+        assert run.data.metrics[key] == summary[key], key
 
 
 BLOCKED = "import runpy, sys; sys.modules[sys.argv[1]] = None; sys.argv = sys.argv[2:]; runpy.run_module(sys.argv[0], run_name='__main__')"
