@@ -532,6 +532,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def export(store: Store, to: str, out: str | None, experiment: str | None = None) -> list[str]:
     """Export a store opened read-only; returns the lines to print (the files written, or what was logged)."""
+    if experiment is not None and to != "mlflow":
+        raise UserError(f"--experiment names an MLflow experiment; it does not apply to --to {to}")
     if to in ("csv", "parquet"):
         write = store.export_csv if to == "csv" else store.export_parquet
         return [str(path) for path in write(out or store.path.parent)]

@@ -126,8 +126,12 @@ def _ms(seconds: float | None) -> int:
     return int(1000 * (time.time() if seconds is None else seconds))
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:300]
+def _one_line(err: BaseException, limit: int = 300) -> str:
+    """An exception's first sentence on one line (MLflow's messages run to a paragraph with links)."""
+    text = " ".join(str(err).split())
+    end = text.find(". ")
+    text = text[: end + 1] if end > 0 else text
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---- MLflow ------------------------------------------------------------------------------
@@ -184,7 +188,7 @@ class MlflowTarget:
                     self.client.restore_experiment(found.experiment_id)
                 self.experiment_id = found.experiment_id
         except Exception as err:  # whatever the store or server says, it means: not here
-            raise UserError(f"cannot log to MLflow at {uri}: {type(err).__name__}: {_one_line(err)}; "
+            raise UserError(f"cannot log to MLflow at {uri}: {type(err).__name__}: {_one_line(err).rstrip('.')}; "
                             f"give a tracking URI such as sqlite:///mlflow.db or http://HOST:5000") from None
 
     def logged(self, run_id: str) -> list:

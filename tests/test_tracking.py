@@ -46,6 +46,14 @@ def sqlite_uri(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def no_telemetry():
+    """MLflow's clients in this process send no usage data either (the subprocesses get ENV)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+        yield
+
+
 @pytest.fixture(scope="module")
 def grid(tmp_path_factory) -> dict:
     """The tiny grid, trained by two worker processes that each log their runs to TensorBoard as they train."""
@@ -268,16 +276,36 @@ def test_a_missing_extra_is_one_line_with_its_pip_command(grid, tmp_path, blocke
     ("args", "message"),
     [
         (["--to", "wandb"], "error: unknown export format 'wandb'; choose one of: csv, mlflow, parquet, tensorboard"),
-        (["--to", "mlflow", "--out", "{tmp}/mlruns"], "error: cannot log to MLflow at {tmp}/mlruns: "),
+        (["--to", "mlflow", "--out", "{tmp}/mlruns"],  # MLflow's folder store, which it has retired
+         "error: cannot log to MLflow at {tmp}/mlruns: MlflowException: The filesystem tracking backend"),
+        (["--to", "csv", "--experiment", "x"], "error: --experiment names an MLflow experiment; it does not apply"),
     ],
 )
 def test_bad_export_targets_are_one_line_errors(grid, tmp_path, args, message) -> None:
     proc = export(grid, *(a.format(tmp=tmp_path) for a in args))
     assert proc.returncode == 2 and proc.stderr.startswith(message.format(tmp=tmp_path)), proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []  # nothing made
 
 
 def test_track_uri_without_track_is_refused_before_training(tmp_path) -> None:
     proc = python("-m", "ablations.train", "--dataset", "synthetic", "--track-uri", str(tmp_path / "tb"))
     assert (proc.returncode, proc.stderr.strip()) == (
         2, "error: --track-uri and --track-experiment need --track mlflow or --track tensorboard")
+
+
+def test_a_tracker_that_fails_warns_once_and_the_run_goes_on(tmp_path, capsys) -> None:
+    """The run's TensorBoard folder cannot be made (a file stands where it goes): the run trains to the end and
+    comes back done, with one warning that says how to log it later."""
+    from ablations.backends import run_one
+    from ablations.config import TrainConfig
+    from ablations.tracking import TrackSpec
+
+    cfg = TrainConfig(dataset="synthetic", train_subset=320, val_subset=64, test_subset=64, batch_size=32, epochs=2,
+                      device="cpu")
+    (tmp_path / cfg.cell_id).write_text("in the way")
+    result = run_one(cfg.to_dict(), TrackSpec("tensorboard", str(tmp_path), "unused"))
+    assert result["status"] == "done" and len(result["epochs"]) == 2
+    warnings = capsys.readouterr().err.strip().splitlines()
+    assert len(warnings) == 1 and warnings[0].startswith(f"warning: stopped logging run {cfg.run_id} to tensorboard")
+    assert warnings[0].endswith("`ablations store export --to tensorboard` logs it later")
