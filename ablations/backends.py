@@ -1,6 +1,6 @@
 """Executors of grid runs: in this process, in N local worker processes, or as Ray tasks.
 
-Every executor has `submit(config_dict) -> concurrent.futures.Future[result dict]` and
+Every executor has `submit(config_dict, track=None) -> concurrent.futures.Future[result dict]` and
 `shutdown(cancel)`, so the driver loop in `ablations.execute` is the same for all three, and
 only the driver writes the store.
 """
@@ -30,25 +30,29 @@ PARENT_POLL_S = 1.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def run_one(config: dict) -> dict:
-    """Train one run; a run that raises comes back as status 'failed' with its error."""
+def run_one(config: dict, track=None) -> dict:
+    """Train one run; a run that raises comes back as status 'failed' with its error. With `track` (a
+    tracking.TrackSpec) each epoch is also logged to MLflow or TensorBoard, from the process that trains."""
     from ablations.devices import resolve_device
     from ablations.provenance import provenance
+    from ablations.tracking import LiveRun
     from ablations.trainer import train
 
     cfg = TrainConfig.from_mapping(config)
     device = resolve_device(cfg.device)
     precision = param_count = split_sizes = None
+    tracker = LiveRun(track, cfg)  # a no-op without --track
     try:
         data = cached_dataset(*data_key(cfg), str(device))
         split_sizes = {split: len(data.split(split)[1]) for split in ("train", "val", "test")}
-        result = train(cfg, data).to_dict()
+        result = train(cfg, data, on_epoch=tracker.epoch).to_dict()
         precision, param_count = result["precision"], result["param_count"]
     except Exception as err:  # recorded in the store; the grid goes on
         last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
         where = f" (at {os.path.basename(last.filename)}:{last.lineno})" if last else ""
         result = {"status": Status.FAILED, "error": f"{type(err).__name__}: {err}{where}", "epochs": []}
     result["provenance"] = provenance(device, precision, param_count, split_sizes)
+    tracker.end(result, result["provenance"])
     return result
 
 
@@ -112,9 +116,9 @@ class InlineExecutor:
 
     workers = 1
 
-    def submit(self, config: dict) -> Future:
+    def submit(self, config: dict, track=None) -> Future:
         future: Future = Future()
-        future.set_result(run_one(config))
+        future.set_result(run_one(config, track))
         return future
 
     def shutdown(self, cancel: bool = False) -> None:
@@ -192,13 +196,13 @@ class ProcessExecutor:
             initargs=(self.threads, os.getpid(), self.workers),
         )
 
-    def submit(self, config: dict) -> Future:
+    def submit(self, config: dict, track=None) -> Future:
         try:
-            return self._pool.submit(run_one, config)
+            return self._pool.submit(run_one, config, track)
         except BrokenProcessPool:  # a worker died (OOM kill, segfault): start a fresh pool
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool()
-            return self._pool.submit(run_one, config)
+            return self._pool.submit(run_one, config, track)
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -232,8 +236,8 @@ class RayExecutor:
         self.workers = workers if workers > 0 else max(1, int(fit))
         self._refs: list = []
 
-    def submit(self, config: dict) -> Future:
-        ref = self._remote.remote(for_workers(config))
+    def submit(self, config: dict, track=None) -> Future:
+        ref = self._remote.remote(for_workers(config), track)
         self._refs.append(ref)
         return ref.future()
 

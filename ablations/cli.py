@@ -27,7 +27,7 @@ COMMANDS = {
     "train": ("ablations.train", "train one run and print its metrics per epoch"),
     "grid": ("ablations.run_grid", "run a grid of runs into a store, resumably, then write its report"),
     "report": ("ablations.report.cli", "tables, figures, REPORT.md and REPORT.html from a store"),
-    "store": ("ablations.store", "read a grid's store: runs per status, CSV export"),
+    "store": ("ablations.store", "read a grid's store: runs per status; export to CSV, Parquet, MLflow or TensorBoard"),
     "bench": (None, "throughput benchmarks: pytest bench --benchmark-only, other arguments passed on"),
 }
 REPO = Path(__file__).resolve().parents[1]

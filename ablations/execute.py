@@ -44,8 +44,10 @@ def execute(
     executor,
     *,
     on_finish: Callable[[TrainConfig, dict], None] = lambda cfg, result: None,
+    track=None,
 ) -> Counter:
-    """Run every pending config once across all drivers sharing the store; count the outcomes."""
+    """Run every pending config once across all drivers sharing the store; count the outcomes.
+    `track` (a tracking.TrackSpec) goes with each run to the process that trains it."""
     owner = new_owner()
     queue = deque(pending)
     in_flight: dict[Future, TrainConfig] = {}
@@ -64,7 +66,7 @@ def execute(
                     counts["claimed elsewhere"] += 1  # another driver runs it, or finished it meanwhile
                     continue
                 held[cfg.run_id] = cfg
-                in_flight[executor.submit(cfg.to_dict())] = cfg
+                in_flight[executor.submit(cfg.to_dict(), track)] = cfg
             if not in_flight:
                 break
             finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)

@@ -64,8 +64,8 @@ class Grid:
         }
 
     def cell_label(self, cfg: TrainConfig) -> str:
-        """The run's coordinates on this grid's axes, e.g. 'augment=seed weight_decay=0.001'."""
-        return " ".join(f"{n}={_fmt(getattr(cfg, n))}" for n in self.axes) or "(single cell)"
+        """The run's coordinates on this grid's axes, e.g. 'augment=notebook weight_decay=0.001'."""
+        return cell_label(cfg.to_dict(), self.axes) or "(single cell)"
 
     # ---- command-line edits (each returns a new grid) ----------------------------------
     def with_fixed(self, assignments: list[str]) -> Grid:
@@ -196,9 +196,15 @@ def _split_values(key: str, value: str) -> list[str]:
     return values
 
 
+def cell_label(config: Mapping[str, Any], axes: Iterable[str]) -> str:
+    """A config's coordinates on `axes`, e.g. 'augment=notebook weight_decay=0.001'; '' with no axes.
+    `config` as a run stores it (TrainConfig.to_dict()), so a run read back from the store gets the same label."""
+    return " ".join(f"{n}={_fmt(config.get(n))}" for n in axes)
+
+
 def _fmt(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:g}"
-    if isinstance(value, tuple):
+    if isinstance(value, (tuple, list)):
         return ",".join(f"{v:g}" for v in value)
     return str(value)

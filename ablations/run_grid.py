@@ -26,6 +26,7 @@ from ablations.config import FINISHED, Status, TrainConfig
 from ablations.errors import UserError, run_cli
 from ablations.grid import Grid, available_grids, load_grid, only
 from ablations.store import Store, store_path
+from ablations.tracking import TENSORBOARD_DIR, add_track_arguments, spec_from_args
 
 # Commands write here unless told otherwise (git-ignored): a published study under results/
 # changes only when a user points --results at it.
@@ -59,6 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Ray: GPUs per run, fractions share one [0.25 on a cluster with GPUs, else 0]")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (same as --set device=...)")
     p.add_argument("--no-report", action="store_true", help="skip the tables and figures at the end")
+    add_track_arguments(p, tensorboard_dir=f"RESULTS/{TENSORBOARD_DIR}", experiment="the grid's name")
     return p
 
 
@@ -137,7 +139,7 @@ def enqueue(p: Plan) -> tuple[Store, list[TrainConfig], int]:
 
 
 def run_pending(args: argparse.Namespace, p: Plan, store: Store, pending: list[TrainConfig], skipped: int,
-                workers: int) -> Counter | None:
+                workers: int, track=None) -> Counter | None:
     """Train the pending runs with a progress bar; None if interrupted (Ctrl-C or SIGTERM)."""
     from tqdm import tqdm
 
@@ -158,7 +160,7 @@ def run_pending(args: argparse.Namespace, p: Plan, store: Store, pending: list[T
 
         try:
             with sigterm_as_interrupt():
-                counts = execute(store, pending, executor, on_finish=on_finish)
+                counts = execute(store, pending, executor, on_finish=on_finish, track=track)
         except KeyboardInterrupt:
             bar.close()
             status = store.status_of([c.run_id for c in p.configs])
@@ -239,10 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         print_dry_run(p.grid, p.configs, p.results)
         return 0
     workers = validate(args, p)
+    track = spec_from_args(args, tensorboard_dir=p.results / TENSORBOARD_DIR, experiment=p.grid.name,
+                           grid=p.grid.name, axes=tuple(p.grid.axes))  # before the store is written
     store, pending, skipped = enqueue(p)
     with store:
         try:
-            counts = run_pending(args, p, store, pending, skipped, workers)
+            counts = run_pending(args, p, store, pending, skipped, workers, track)
         finally:
             store.make_publishable()
     if counts is None:

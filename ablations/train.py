@@ -12,6 +12,7 @@ import math
 import sys
 import typing
 from functools import partial
+from pathlib import Path
 
 from ablations.config import (
     AUGMENT_OPS,
@@ -29,8 +30,12 @@ from ablations.config import (
     field_types,
 )
 from ablations.errors import UserError, run_cli
+from ablations.tracking import add_track_arguments, live_run, spec_from_args
 
 DEVICES = ("auto", "cpu", "cuda", "cuda:N", "mps")
+# --track: where a single run logs by default (a grid logs under its results folder, and to the grid's experiment)
+TENSORBOARD_DIR = Path("runs/train/tensorboard")
+EXPERIMENT = "ablations-train"
 # Help text per field. A text that states its own default (a default that depends on other
 # settings, or an environment variable) gets no "[default: ...]" appended.
 HELP = {
@@ -130,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--list-models", nargs="?", const="*", metavar="PATTERN",
                         help="print the names --model takes, one a line, and exit; a glob such as 'resnet*' or "
                              "'timm:*' picks some")
+    add_track_arguments(parser, tensorboard_dir=str(TENSORBOARD_DIR), experiment=EXPERIMENT)
     return parser
 
 
@@ -199,10 +205,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.list_models is not None:
         return list_models(args.list_models)
     cfg = config_from_args(args)
+    track = spec_from_args(args, tensorboard_dir=TENSORBOARD_DIR, experiment=EXPERIMENT)
+    from ablations.devices import resolve_device
+    from ablations.provenance import provenance
     from ablations.trainer import train  # torch loads only once the flags are known to be valid
 
     print(describe(cfg), flush=True)
-    result = train(cfg, on_epoch=lambda m: print(format_epoch(m, cfg.epochs), flush=True))
+    with live_run(track, cfg) as tracker:  # a no-op without --track
+        def on_epoch(m: dict) -> None:
+            print(format_epoch(m, cfg.epochs), flush=True)
+            tracker.epoch(m)
+
+        result = train(cfg, on_epoch=on_epoch)
+        tracker.end(result.to_dict(), provenance(resolve_device(cfg.device), result.precision))
     print(summary_line(cfg, result), flush=True)
     if args.json:
         summary = {k: v for k, v in result.to_dict().items() if k != "epochs"}
