@@ -52,11 +52,13 @@ def run_grid(grid: str = "quick", *, results: str | Path | None = None,
              set: Mapping[str, Any] | None = None, axes: Mapping[str, Sequence[Any]] | None = None,
              seeds: int | Sequence[int] | None = None, only: Mapping[str, Any] | None = None,
              workers: int | str = "auto", backend: str = "local", address: str | None = None,
-             device: str | None = None, report: bool = False) -> pd.DataFrame:
+             device: str | None = None, track: str | None = None, track_uri: str | None = None,
+             report: bool = False) -> pd.DataFrame:
     """Run a grid (a name or a TOML path) into `results` (default runs/<grid>) and return its runs
     as `load_runs` does, restricted to this grid's runs. Finished runs are skipped, so calling it
     again resumes. `set` fixes settings, `axes` adds or replaces axes ({"weight_decay": [0, 1e-3]}),
-    `only` keeps matching runs; `report=True` also writes the report. Ctrl-C raises
+    `only` keeps matching runs; `track` ("mlflow" or "tensorboard", at `track_uri`) logs every epoch
+    as it happens; `report=True` also writes the report. Ctrl-C raises
     KeyboardInterrupt after the finished runs are stored."""
     import ablations.run_grid  # noqa: F401  the command's own steps: plan, validate, enqueue, run
 
@@ -66,6 +68,7 @@ def run_grid(grid: str = "quick", *, results: str | Path | None = None,
     args.grid, args.results, args.workers, args.backend = grid, results, str(workers), backend
     args.address, args.device, args.no_report = address, device, not report
     args.set, args.axis, args.only, args.seeds = [], [], [], None
+    args.track, args.track_uri = track, track_uri
     with caller_state_kept():
         plan = cli.plan(args)
         edited = plan.grid.with_fixed_values(set or {}).with_axis_values(axes or {})
@@ -76,10 +79,11 @@ def run_grid(grid: str = "quick", *, results: str | Path | None = None,
             raise UserError(f"no run of grid {edited.name!r} matches only={dict(only or {})}")
         plan = cli.Plan(edited, configs, plan.results)
         workers_ = cli.validate(args, plan)
+        tracking = cli.tracking(args, plan)
         store, pending, skipped = cli.enqueue(plan)
         with store:
             try:
-                counts = cli.run_pending(args, plan, store, pending, skipped, workers_)
+                counts = cli.run_pending(args, plan, store, pending, skipped, workers_, tracking)
             finally:
                 store.make_publishable()
         if counts is None:

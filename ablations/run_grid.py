@@ -113,6 +113,12 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
     return workers
 
 
+def tracking(args: argparse.Namespace, p: Plan):
+    """The --track spec of this grid (None without --track); opens the tracker once to check it."""
+    return spec_from_args(args, tensorboard_dir=p.results / TENSORBOARD_DIR, experiment=p.grid.name,
+                          grid=p.grid.name, axes=tuple(p.grid.axes))
+
+
 def check_results_folder(results: Path) -> None:
     """A results folder must be a folder we can write, or not exist yet under one we can."""
     if results.exists() and not results.is_dir():
@@ -241,8 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         print_dry_run(p.grid, p.configs, p.results)
         return 0
     workers = validate(args, p)
-    track = spec_from_args(args, tensorboard_dir=p.results / TENSORBOARD_DIR, experiment=p.grid.name,
-                           grid=p.grid.name, axes=tuple(p.grid.axes))  # before the store is written
+    track = tracking(args, p)  # before the store is written
     store, pending, skipped = enqueue(p)
     with store:
         try:
