@@ -12,7 +12,8 @@
 speedup_vs_notebook = suite / notebook images/s is what a user gains by moving from the notebook to
 the suite; data_pipeline_overhead = 1 - fraction_of_bare_step compares two runs that differ only in
 how batches arrive; the bare step's utilization is the train step's achieved FLOP/s over the GEMM
-peak of its precision. On a CPU with fast bf16 the 96 px group carries the published targets:
+peak of its precision, measured just before and just after the step (bench.peaks.PeakMeter: a
+shared CPU's peak drifts between runs). On a CPU with fast bf16 the 96 px group carries the published targets:
 the suite at >= 2.5x the notebook loop, the train step at >= 45% of the bf16 GEMM peak (the
 terminal summary prints them; they are figures, not pass/fail).
 
