@@ -15,7 +15,6 @@ store as a one-line UserError naming the file; contention ("database is locked")
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import secrets
@@ -28,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ablations.config import FINAL_STATUSES, FINISHED, STATUSES, Status, TrainConfig, check_name
+from ablations.config import FINAL_STATUSES, FINISHED, STATUSES, Status, TrainConfig
 from ablations.errors import UserError, run_cli, unknown_name
 
 STORE_NAME = "runs.sqlite"
@@ -51,7 +50,6 @@ _ADDED_IN_2 = {
 # Long enough to outlast the other process's largest transaction (one finished run).
 BUSY_TIMEOUT_S = 30.0
 _HINT = "run `python -m ablations.run_grid` first"
-PARQUET_MISSING = 'parquet export needs pyarrow, which is not installed here: pip install -e ".[parquet]"'
 _DAMAGED_HINT = "restore it from a backup, or give --results another folder to start afresh"
 
 _SCHEMA = (
@@ -411,51 +409,6 @@ class Store:
             columns = [r["name"] for r in self._query("PRAGMA table_info(runs)")]
             return columns, self.runs(), self.epochs()
 
-    def export_tables(self) -> tuple[tuple[list[str], list[list[Any]]], tuple[list[str], list[list[Any]]]]:
-        """The runs and the epochs as flat tables, (header, rows) each: config flattened to config.<key>
-        columns (a list such as milestones as JSON), provenance as one JSON column."""
-        columns, runs, epochs = self.snapshot()
-        keys: dict[str, None] = {}
-        for run in runs:
-            keys.update(dict.fromkeys(run["config"] or {}))
-        head = [c for c in columns if c not in ("config", "provenance")]
-        header = head + [f"config.{k}" for k in keys] + ["provenance"]
-        rows = [
-            [run.get(c) for c in head]
-            + [_cell((run["config"] or {}).get(k)) for k in keys]
-            + [None if run["provenance"] is None else json.dumps(run["provenance"], sort_keys=True)]
-            for run in runs
-        ]
-        epoch_header = ["run_id", *EPOCH_FIELDS]
-        epoch_rows = [[e.get(c) for c in epoch_header] for e in epochs]  # an older store lacks new columns
-        return (header, rows), (epoch_header, epoch_rows)
-
-    def export_csv(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write runs.csv and epochs.csv (the tables of `export_tables`)."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        runs, epochs = self.export_tables()
-        return [_write_csv(out / "runs.csv", *runs), _write_csv(out / "epochs.csv", *epochs)]
-
-    def export_parquet(self, out_dir: str | os.PathLike) -> list[Path]:
-        """Write runs.parquet and epochs.parquet: the CSV's columns, typed (needs pyarrow, the `parquet` extra)."""
-        try:
-            import pyarrow  # noqa: F401  (pandas writes parquet through it)
-        except ImportError:
-            raise UserError(PARQUET_MISSING) from None
-        import pandas as pd
-
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        written = []
-        for name, (header, rows) in zip(("runs", "epochs"), self.export_tables(), strict=True):
-            path = out / f"{name}.parquet"
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place, as the CSV files
-            pd.DataFrame(rows, columns=header).to_parquet(tmp, engine="pyarrow", index=False)
-            os.replace(tmp, path)
-            written.append(path)
-        return written
-
 def _scalar(value: Any) -> Any:
     """A value SQLite can bind; numpy and torch scalars arrive from the training loop.
     SQLite stores NaN (a diverged loss) as NULL."""
@@ -466,35 +419,13 @@ def _scalar(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__} value {value!r}")
 
 
-def _cell(value: Any) -> Any:  # a list (milestones) as JSON, which pandas and people can read back
-    return json.dumps(value) if isinstance(value, (list, dict)) else value
-
-
-def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    # Written beside the target then renamed, so a reader never sees half a file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    os.replace(tmp, path)
-    return path
-
-
 # ---- command line ----------------------------------------------------------------------
 DEFAULT_RESULTS = "runs/quick"  # where `ablations grid` writes by default
 
 
-EXPORT_FORMATS = ("csv", "parquet", "mlflow", "tensorboard")
-
-
-def _export_format(value: str) -> str:
-    """argparse type: an unknown format is the suite's one-line error listing the formats."""
-    check_name("export format", value, EXPORT_FORMATS)
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
+    from ablations.store_export import EXPORT_FORMATS, export_format  # that module builds on this one
+
     parser = argparse.ArgumentParser(prog="ablations store", description="Read the run store of a grid.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="{summary,export}")
     summary = commands.add_parser("summary", help="print how many runs are in each status")
@@ -505,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     for sub in (summary, export):
         sub.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
                          help=f"folder holding runs.sqlite [{DEFAULT_RESULTS}]")
-    export.add_argument("--to", default="csv", choices=EXPORT_FORMATS, type=_export_format,
+    export.add_argument("--to", default="csv", choices=EXPORT_FORMATS, type=export_format,
                         help="csv: runs.csv and epochs.csv; parquet: runs.parquet and epochs.parquet; mlflow: one "
                              "MLflow run per run; tensorboard: one event folder per run [csv]")
     export.add_argument("--out", metavar="DIR|URI",
@@ -520,6 +451,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     with Store.open_existing(store_path(args.results)) as store:
         if args.command == "export":
+            from ablations.store_export import export
+
             for line in export(store, args.to, args.out, args.experiment):
                 print(line)
         else:
@@ -529,17 +462,6 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'total':<9} {sum(counts.values())}")
     return 0
 
-
-def export(store: Store, to: str, out: str | None, experiment: str | None = None) -> list[str]:
-    """Export a store opened read-only; returns the lines to print (the files written, or what was logged)."""
-    if experiment is not None and to != "mlflow":
-        raise UserError(f"--experiment names an MLflow experiment; it does not apply to --to {to}")
-    if to in ("csv", "parquet"):
-        write = store.export_csv if to == "csv" else store.export_parquet
-        return [str(path) for path in write(out or store.path.parent)]
-    from ablations.tracking import export_runs  # the trackers load only when asked for
-
-    return export_runs(store, to, out, experiment)
 
 if __name__ == "__main__":
     run_cli(main)

@@ -20,6 +20,7 @@ import pytest
 from ablations.config import TrainConfig
 from ablations.errors import UserError
 from ablations.store import STORE_NAME, Store, new_owner
+from ablations.store_export import export_csv
 
 REPO = Path(__file__).resolve().parents[1]
 PROVENANCE = {"git_commit": "abc123", "torch": None, "host": "test"}
@@ -272,7 +273,7 @@ def test_export_csv(store: Store, tmp_path: Path) -> None:
     for cfg in cfgs[:2]:
         store.claim(cfg.run_id, owner)
         store.finish(cfg.run_id, owner, result(3), PROVENANCE)
-    runs_csv, epochs_csv = store.export_csv(tmp_path / "out")
+    runs_csv, epochs_csv = export_csv(store, tmp_path / "out")
     assert (runs_csv.name, epochs_csv.name) == ("runs.csv", "epochs.csv")
     with open(runs_csv, newline="") as f:
         runs = list(csv.DictReader(f))

@@ -19,6 +19,7 @@ from ablations.report.page import sections, table_title
 from ablations.report.runs import Runs, load_runs
 from ablations.report.study import analyse
 from ablations.store import Store, store_path
+from ablations.store_export import export_csv
 
 DEFAULT_TARGET = 0.98  # validation accuracy as a fraction, for "epochs to target"; --target changes it
 
@@ -73,7 +74,7 @@ def publish(results: Path, out: Path, *, baseline: dict[str, Any] | None = None,
 def _export(results: Path, folder: Path) -> list[Path]:
     """The store as CSV beside the report (a store of an older schema exports its columns as they are)."""
     with Store.open_existing(store_path(results)) as store:
-        return store.export_csv(folder)
+        return export_csv(store, folder)
 
 
 def _read_store(results: Path, *, required: bool) -> Runs | None:

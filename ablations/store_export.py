@@ -1,0 +1,107 @@
+"""A store as files (runs and epochs as CSV or Parquet) or replayed into a tracker: the store is only read.
+
+    python -m ablations.store export --results runs/quick --to parquet
+
+Every format writes the same two tables: one row per run (config flattened to config.<key>
+columns, provenance as one JSON column) and one row per epoch, read in one transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ablations.config import check_name
+from ablations.errors import UserError
+
+if TYPE_CHECKING:
+    from ablations.store import Store
+
+PARQUET_MISSING = 'parquet export needs pyarrow, which is not installed here: pip install -e ".[parquet]"'
+
+
+EXPORT_FORMATS = ("csv", "parquet", "mlflow", "tensorboard")
+
+
+def export_format(value: str) -> str:
+    """argparse type: an unknown format is the suite's one-line error listing the formats."""
+    check_name("export format", value, EXPORT_FORMATS)
+    return value
+
+
+def export(store: Store, to: str, out: str | None, experiment: str | None = None) -> list[str]:
+    """Export a store opened read-only; returns the lines to print (the files written, or what was logged)."""
+    if experiment is not None and to != "mlflow":
+        raise UserError(f"--experiment names an MLflow experiment; it does not apply to --to {to}")
+    if to in ("csv", "parquet"):
+        write = export_csv if to == "csv" else export_parquet
+        return [str(path) for path in write(store, out or store.path.parent)]
+    from ablations.tracking import export_runs  # the trackers load only when asked for
+
+    return export_runs(store, to, out, experiment)
+
+
+def export_tables(store: Store) -> tuple[tuple[list[str], list[list[Any]]], tuple[list[str], list[list[Any]]]]:
+    """The runs and the epochs as flat tables, (header, rows) each: config flattened to config.<key>
+    columns (a list such as milestones as JSON), provenance as one JSON column."""
+    columns, runs, epochs = store.snapshot()
+    keys: dict[str, None] = {}
+    for run in runs:
+        keys.update(dict.fromkeys(run["config"] or {}))
+    head = [c for c in columns if c not in ("config", "provenance")]
+    header = head + [f"config.{k}" for k in keys] + ["provenance"]
+    rows = [
+        [run.get(c) for c in head]
+        + [_cell((run["config"] or {}).get(k)) for k in keys]
+        + [None if run["provenance"] is None else json.dumps(run["provenance"], sort_keys=True)]
+        for run in runs
+    ]
+    from ablations.store import EPOCH_FIELDS  # here: ablations.store imports this module
+
+    epoch_header = ["run_id", *EPOCH_FIELDS]
+    epoch_rows = [[e.get(c) for c in epoch_header] for e in epochs]  # an older store lacks new columns
+    return (header, rows), (epoch_header, epoch_rows)
+
+def export_csv(store: Store, out_dir: str | os.PathLike) -> list[Path]:
+    """Write runs.csv and epochs.csv (the tables of `export_tables`)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs, epochs = export_tables(store)
+    return [_write_csv(out / "runs.csv", *runs), _write_csv(out / "epochs.csv", *epochs)]
+
+def export_parquet(store: Store, out_dir: str | os.PathLike) -> list[Path]:
+    """Write runs.parquet and epochs.parquet: the CSV's columns, typed (needs pyarrow, the `parquet` extra)."""
+    try:
+        import pyarrow  # noqa: F401  (pandas writes parquet through it)
+    except ImportError:
+        raise UserError(PARQUET_MISSING) from None
+    import pandas as pd
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (header, rows) in zip(("runs", "epochs"), export_tables(store), strict=True):
+        path = out / f"{name}.parquet"
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place, as the CSV files
+        pd.DataFrame(rows, columns=header).to_parquet(tmp, engine="pyarrow", index=False)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def _cell(value: Any) -> Any:  # a list (milestones) as JSON, which pandas and people can read back
+    return json.dumps(value) if isinstance(value, (list, dict)) else value
+
+
+def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
+    # Written beside the target then renamed, so a reader never sees half a file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(header)
+        writer.writerows(rows)
+    os.replace(tmp, path)
+    return path
