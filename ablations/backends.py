@@ -17,8 +17,10 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 
 from ablations.config import Status, TrainConfig, check_name
 from ablations.errors import UserError
@@ -197,15 +199,34 @@ class ProcessExecutor:
         )
 
     def submit(self, config: dict, track=None) -> Future:
-        try:
-            return self._pool.submit(run_one, config, track)
-        except BrokenProcessPool:  # a worker died (OOM kill, segfault): start a fresh pool
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = self._new_pool()
-            return self._pool.submit(run_one, config, track)
+        with callers_main_hidden():  # the pool starts its workers inside submit
+            try:
+                return self._pool.submit(run_one, config, track)
+            except BrokenProcessPool:  # a worker died (OOM kill, segfault): start a fresh pool
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool()
+                return self._pool.submit(run_one, config, track)
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
+
+
+@contextmanager
+def callers_main_hidden() -> Iterator[None]:
+    """Start spawned workers without the caller's __main__. A spawned process first re-runs the
+    parent's main script or module, as multiprocessing does for everything it spawns; the workers
+    need only this package, and re-running a user's script would run its grid again in every
+    worker (or fail outright for a script read from stdin). A main without __file__ and __spec__
+    is what an interactive session has, and multiprocessing leaves that alone."""
+    main = sys.modules["__main__"]
+    saved = {k: main.__dict__[k] for k in ("__file__", "__spec__") if k in main.__dict__}
+    main.__dict__.pop("__file__", None)
+    main.__spec__ = None
+    try:
+        yield
+    finally:
+        main.__dict__.pop("__spec__", None)
+        main.__dict__.update(saved)
 
 
 def prepare_ray(*, address: str | None, cpus_per_run: float, gpus_per_run: float | None,

@@ -117,3 +117,16 @@ def test_importing_the_api_loads_neither_torch_nor_pandas():
 def _finished_at(results) -> dict[str, float]:
     with Store.open_existing(store_path(results)) as store:
         return {r["run_id"]: r["finished_at"] for r in store.runs()}
+
+
+def test_run_grid_with_worker_processes_from_a_script_without_a_main_guard(tmp_path):
+    """Spawned workers must not re-run the caller's script (it would start the grid again in each)
+    nor need it as a file (a script piped to python has none)."""
+    script = (f"from ablations import run_grid\n"
+              f"df = run_grid('smoke', results={str(tmp_path)!r}, only={{'seed': 0, 'augment': 'none'}}, workers=2)\n"
+              f"print('statuses', *df['status'])\n")
+    proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=600,
+                          cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "statuses done done" in proc.stdout
+    assert "with 2 worker(s)" in proc.stdout
