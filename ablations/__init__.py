@@ -16,8 +16,9 @@ __all__ = ["TrainConfig", "UserError", "load_epochs", "load_runs", "report", "ru
 
 # The API's train, run_grid and report share their names with the command modules
 # (python -m ablations.train, ablations.run_grid, ablations.report). Importing a submodule sets
-# it as an attribute of its package; these three names keep the functions instead (the modules
-# stay importable by their full names: `from ablations.run_grid import main`).
+# it as an attribute of its package; these three names keep the functions instead. The modules
+# stay reachable as `from ablations.run_grid import main` or sys.modules["ablations.run_grid"];
+# `import ablations.run_grid as m` (which reads the attribute) gives the function.
 _FUNCTIONS_OVER_MODULES = frozenset({"train", "run_grid", "report"})
 
 

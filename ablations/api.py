@@ -69,7 +69,7 @@ def run_grid(grid: str = "quick", *, results: str | Path | None = None,
     args.address, args.device, args.no_report = address, device, not report
     args.set, args.axis, args.only, args.seeds = [], [], [], None
     args.track, args.track_uri = track, track_uri
-    with caller_state_kept():
+    with caller_state_kept(), cli.ray_disconnected_on_error():
         plan = cli.plan(args)
         edited = plan.grid.with_fixed_values(set or {}).with_axis_values(axes or {})
         if seeds is not None:
@@ -138,8 +138,6 @@ def report(results: str | Path, out: str | Path | None = None, *, baseline: Mapp
     from ablations.report import publish
 
     results = Path(results)
-    with _open(results):  # the same one-line error as load_runs when there is no store
-        pass
     return publish(results, Path(out) if out is not None else results, baseline=dict(baseline) if baseline else None,
                    bench=Path(bench) if bench is not None else None)
 
@@ -177,10 +175,7 @@ def _open(results: str | Path) -> Store:
     # imported here, not with the package: `python -m ablations.store` must load it as __main__ first
     from ablations.store import Store, store_path
 
-    path = store_path(results)
-    if not path.is_file():
-        raise UserError(f"no run store at {path}; run a grid into {results} first (ablations.run_grid)")
-    return Store.open_existing(path)
+    return Store.open_existing(store_path(results))  # no store there: its one-line error
 
 
 def _only(configs: list[TrainConfig], wanted: Mapping[str, Any]) -> list[TrainConfig]:

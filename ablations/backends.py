@@ -37,24 +37,25 @@ def run_one(config: dict, track=None) -> dict:
     tracking.TrackSpec) each epoch is also logged to MLflow or TensorBoard, from the process that trains."""
     from ablations.devices import resolve_device
     from ablations.provenance import provenance
-    from ablations.tracking import LiveRun
+    from ablations.tracking import live_run
     from ablations.trainer import train
 
     cfg = TrainConfig.from_mapping(config)
     device = resolve_device(cfg.device)
     precision = param_count = split_sizes = None
-    tracker = LiveRun(track, cfg)  # a no-op without --track
-    try:
-        data = cached_dataset(*data_key(cfg), str(device))
-        split_sizes = {split: len(data.split(split)[1]) for split in ("train", "val", "test")}
-        result = train(cfg, data, on_epoch=tracker.epoch).to_dict()
-        precision, param_count = result["precision"], result["param_count"]
-    except Exception as err:  # recorded in the store; the grid goes on
-        last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
-        where = f" (at {os.path.basename(last.filename)}:{last.lineno})" if last else ""
-        result = {"status": Status.FAILED, "error": f"{type(err).__name__}: {err}{where}", "epochs": []}
-    result["provenance"] = provenance(device, precision, param_count, split_sizes)
-    tracker.end(result, result["provenance"])
+    # a no-op without --track; ended as interrupted if Ctrl-C or SIGTERM stops the run
+    with live_run(track, cfg) as tracker:
+        try:
+            data = cached_dataset(*data_key(cfg), str(device))
+            split_sizes = {split: len(data.split(split)[1]) for split in ("train", "val", "test")}
+            result = train(cfg, data, on_epoch=tracker.epoch).to_dict()
+            precision, param_count = result["precision"], result["param_count"]
+        except Exception as err:  # recorded in the store; the grid goes on
+            last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+            where = f" (at {os.path.basename(last.filename)}:{last.lineno})" if last else ""
+            result = {"status": Status.FAILED, "error": f"{type(err).__name__}: {err}{where}", "epochs": []}
+        result["provenance"] = provenance(device, precision, param_count, split_sizes)
+        tracker.end(result, result["provenance"])
     return result
 
 

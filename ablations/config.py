@@ -199,7 +199,7 @@ def parse_value(key: str, value: Any, hint: Any) -> Any:
             if not isinstance(value, str):
                 raise ValueError
             return value.strip()
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: int("1e999")
         pass
     else:
         raise AssertionError(f"unhandled type {hint!r} for {key}")

@@ -146,6 +146,11 @@ def hold_out_validation(ds: TensorDataset, n: int | None) -> TensorDataset:
     if n >= total:
         raise UserError(f"val-subset {n} leaves no training images (the {ds.name} train split has {total}); "
                         f"use fewer than {total}")
+    smallest = int(torch.bincount(ds.train_labels, minlength=ds.num_classes).min())
+    if -(-n // ds.num_classes) >= smallest:  # balanced: every class gives n / k, and keeps some to train on
+        raise UserError(f"a class-balanced validation split of {n} images takes {-(-n // ds.num_classes)} of every "
+                        f"class, and the smallest class of {ds.name} has {smallest} training images; "
+                        f"set --val-subset to at most {(smallest - 1) * ds.num_classes}")
     val = balanced_indices(ds.train_labels, n, ds.num_classes, seed=VALIDATION_SEED)
     keep = torch.ones(total, dtype=torch.bool)
     keep[val] = False

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.config import EXECUTION_FIELDS, TrainConfig, field_types, normalize_key, parse_value
+from ablations.config import EXECUTION_FIELDS, TrainConfig, canonical_dataset, field_types, normalize_key, parse_value
 from ablations.errors import UserError
 
 GRIDS_DIR = Path(__file__).resolve().parent / "grids"
@@ -111,6 +111,8 @@ def only(configs: list[TrainConfig], filters: list[str]) -> list[TrainConfig]:
     """Keep the runs whose config matches every `key=value` filter (--only)."""
     for key, value in (_split_assignment(f, "--only") for f in filters):
         wanted = _parse(key, value)
+        if key == "dataset":  # configs hold an image folder's absolute path
+            wanted = canonical_dataset(wanted)
         configs = [c for c in configs if getattr(c, key) == wanted]
     return configs
 

@@ -63,16 +63,27 @@ def read_image_folder(path: str | Path) -> tuple[Split, Split, list[str]]:
     return decoder.split(train_files, classes), decoder.split(test_files, classes), classes
 
 
+def _unreadable_folder(err: OSError) -> UserError:
+    return UserError(f"cannot read the folder {err.filename} ({err.strerror}); make it readable or move it out")
+
+
+def _raise_unreadable(err: OSError) -> None:  # os.walk skips what it cannot list unless told otherwise
+    raise _unreadable_folder(err)
+
+
 def _class_files(folder: Path) -> dict[str, list[Path]]:
     """{class name: its image files, sorted}; a folder without classes or a class without files is an error."""
-    classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not _ignored(e.name))
+    try:
+        classes = sorted(e.name for e in os.scandir(folder) if e.is_dir() and not _ignored(e.name))
+    except OSError as err:
+        raise _unreadable_folder(err) from None
     if not classes:
         raise UserError(f"{folder} has no class subfolders; put each class's images in a folder of its own, "
                         f"e.g. {folder / 'cat'}/")
     found = {}
     for name in classes:
         files = []
-        for parent, dirs, names in os.walk(folder / name):
+        for parent, dirs, names in os.walk(folder / name, onerror=_raise_unreadable):
             dirs[:] = [d for d in dirs if not _ignored(d)]
             files += [Path(parent, n) for n in names if not _ignored(n)]
         if not files:

@@ -188,7 +188,9 @@ def connect(address: str | None, *, cpus_per_run: float):
         try:
             with connect_limits(), stderr_held_back():
                 ray.init(address=where.text, runtime_env=runtime_env, logging_level="ERROR")
-        except (ConnectionError, RuntimeError, ValueError, TimeoutError, ray.exceptions.AuthenticationError) as err:
+        # AuthenticationError came with Ray's token auth; older releases fail as ConnectionError
+        except (ConnectionError, RuntimeError, ValueError, TimeoutError,
+                getattr(ray.exceptions, "AuthenticationError", ConnectionError)) as err:
             if refused_for_a_token(err):
                 raise UserError(f"the Ray cluster at {where} asks for a token: {TOKEN_HINT}") from None
             raise UserError(f"cannot connect to Ray at {where}: {first_sentence(err)}; {connect_hint(where)}") from None

@@ -12,6 +12,7 @@ import argparse
 import os
 import signal
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -94,6 +95,7 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
     from ablations.backends import preflight, prepare_ray, resolve_workers  # torch loads only for real work
     from ablations.ray_cluster import check_reachable, require_ray, resolve_address
 
+    check_backend(args.backend)  # the API sets it without argparse's check
     if args.backend == "local" and args.address:
         raise UserError(f"--address {args.address} is for the ray backend; add --backend ray, or drop --address")
     if args.backend == "ray":  # the address first: a malformed or dead one is wrong with or without Ray here
@@ -107,10 +109,23 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
             store.check_grid(p.grid.spec())
     if args.backend == "local":
         preflight(p.configs)
-    else:  # last: it starts Ray, or waits seconds for a cluster that does not answer
+    elif args.backend == "ray":  # last: it starts Ray, or waits seconds for a cluster that does not answer
         prepare_ray(address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                     device=p.configs[0].device)
     return workers
+
+
+@contextmanager
+def ray_disconnected_on_error() -> Iterator[None]:
+    """validate() connects to Ray; the executor disconnects when the runs end. Anything that fails in
+    between (a tracker, the store, Ctrl-C) must not leave a Ray instance behind in the caller's process."""
+    try:
+        yield
+    except BaseException:
+        from ablations.ray_cluster import disconnect
+
+        disconnect()
+        raise
 
 
 def tracking(args: argparse.Namespace, p: Plan):
@@ -194,6 +209,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
     def interrupt(signum, frame):
         raise KeyboardInterrupt
 
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -246,14 +264,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         print_dry_run(p.grid, p.configs, p.results)
         return 0
-    workers = validate(args, p)
-    track = tracking(args, p)  # before the store is written
-    store, pending, skipped = enqueue(p)
-    with store:
-        try:
-            counts = run_pending(args, p, store, pending, skipped, workers, track)
-        finally:
-            store.make_publishable()
+    with ray_disconnected_on_error():
+        workers = validate(args, p)
+        track = tracking(args, p)  # before the store is written
+        store, pending, skipped = enqueue(p)
+        with store:
+            try:
+                counts = run_pending(args, p, store, pending, skipped, workers, track)
+            finally:
+                store.make_publishable()
     if counts is None:
         return 130
     if not args.no_report:

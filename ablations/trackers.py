@@ -37,9 +37,9 @@ class MlflowTarget:
         from mlflow.tracking import MlflowClient
 
         self.uri = uri
-        if uri.startswith("sqlite:///"):  # SQLite makes the file, not its folder
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         try:
+            if uri.startswith("sqlite:///"):  # SQLite makes the file, not its folder
+                Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
             self.client = MlflowClient(tracking_uri=uri)
             found = self.client.get_experiment_by_name(experiment)
             if found is None:

@@ -200,10 +200,14 @@ def export_runs(store: Store, to: str, out: str | None, experiment: str | None =
             kept += 1
             continue
         info = RunInfo.make(run["config"], run["run_id"], run["cell_id"], run["grid"], axes)
-        log = target.open(info, run["started_at"], live=False)
-        for row in by_run[run["run_id"]]:
-            log.epoch(row, at=run["finished_at"])
-        log.end(run, run["provenance"] or {}, at=run["finished_at"])
+        try:
+            log = target.open(info, run["started_at"], live=False)
+            for row in by_run[run["run_id"]]:
+                log.epoch(row, at=run["finished_at"])
+            log.end(run, run["provenance"] or {}, at=run["finished_at"])
+        except Exception as err:  # a server gone, a full disk: what is logged stays, the rest can be exported again
+            raise UserError(f"{to} export stopped at run {run['run_id']} ({kept} runs kept, others logged before it): "
+                            f"{type(err).__name__}: {one_line(err)}; run the export again to finish it") from None
     if to == "mlflow":
         lines = [f"mlflow: {len(finished) - kept} runs logged, {kept} already there; experiment {name!r} at {where}"]
     else:

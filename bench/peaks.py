@@ -89,6 +89,11 @@ def table_peak(name: str, dtype: str) -> tuple[bool, float | None]:
     return False, None
 
 
+def datasheet_peak(device: torch.device, dtype: str) -> tuple[bool, float | None]:
+    """(whether the device's peak comes from GPU_PEAKS, that peak): CPUs and unknown GPUs are measured."""
+    return table_peak(device_name(device), dtype) if device.type == "cuda" else (False, None)
+
+
 def gemm_peak(device: torch.device, dtype: torch.dtype, *, size: int, repeats: int = 10) -> float:
     """Best FLOP/s of a (size x size) @ (size x size) matmul over `repeats` tries: the dense
     peak this device reaches in practice with the current torch thread count. The best, not the
@@ -109,10 +114,9 @@ def gemm_peak(device: torch.device, dtype: torch.dtype, *, size: int, repeats: i
 
 def peak_flops(device: torch.device, dtype: str) -> float | None:
     """Dense peak FLOP/s of `device` in `dtype` ("float32", "bfloat16") at the current thread count."""
-    if device.type == "cuda":
-        known, value = table_peak(device_name(device), dtype)
-        if known:
-            return value
+    known, value = datasheet_peak(device, dtype)
+    if known:
+        return value
     return _measured_peak(str(device), dtype, torch.get_num_threads())
 
 
@@ -128,10 +132,9 @@ class PeakMeter:
 
     def now(self, dtype: str) -> float | None:
         """The peak in `dtype` as the device gives it at this moment (a datasheet peak never moves)."""
-        if self.device.type == "cuda":
-            known, value = table_peak(device_name(self.device), dtype)
-            if known:
-                return value
+        known, value = datasheet_peak(self.device, dtype)
+        if known:
+            return value
         value = gemm_peak(self.device, getattr(torch, dtype), size=GEMM_SIZE.get(self.device.type, GEMM_SIZE["cpu"]))
         self.measured[dtype].append(value)
         return value

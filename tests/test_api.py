@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import threading
 
 import pandas as pd
 import pytest
@@ -130,3 +131,22 @@ def test_run_grid_with_worker_processes_from_a_script_without_a_main_guard(tmp_p
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "statuses done done" in proc.stdout
     assert "with 2 worker(s)" in proc.stdout
+
+
+def test_a_mistyped_backend_is_refused_before_anything_is_written(tmp_path):
+    with pytest.raises(UserError, match="unknown backend 'Local'"):
+        run_grid("smoke", results=tmp_path / "a", backend="Local")
+    assert not (tmp_path / "a").exists()
+
+
+def test_run_grid_from_a_thread_that_cannot_set_signal_handlers(tmp_path):
+    found = {}
+
+    def work():
+        found["frame"] = run_grid("smoke", results=tmp_path, only={"augment": "none", "weight_decay": 0, "seed": 0},
+                                  workers=1)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join(timeout=600)
+    assert found["frame"]["status"].tolist() == ["done"]

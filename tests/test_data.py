@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablations.data import balanced_indices, load_dataset, resolve_data_root
+from ablations.data import TensorDataset, balanced_indices, hold_out_validation, load_dataset, resolve_data_root
 from ablations.errors import UserError
 
 # Send any download attempt to a closed port on this machine: "no network", on every machine.
@@ -153,3 +153,12 @@ def test_a_failed_download_leaves_the_data_root_as_it_was(monkeypatch, tmp_path)
     with pytest.raises(UserError, match="download failed"):
         load_dataset("mnist", data_root=str(tmp_path / "new" / "deeper"))
     assert tree(tmp_path) == {"mine.txt": 19}
+
+
+def test_a_class_too_small_for_a_balanced_validation_split_says_which_size_fits():
+    labels = torch.tensor([0] * 1000 + [1] * 50)  # an imbalanced folder: 1,000 cats, 50 dogs
+    images = torch.zeros(len(labels), 1, 4, 4, dtype=torch.uint8)
+    ds = TensorDataset("imagefolder:/pets", images, labels, images[:10], labels[:10], 2)
+    with pytest.raises(UserError, match="takes 53 of every class.*smallest class .* has 50 .*at most 98"):
+        hold_out_validation(ds, None)  # the default: a tenth of 1,050
+    assert torch.bincount(hold_out_validation(ds, 98).val_labels).tolist() == [49, 49]
