@@ -153,4 +153,6 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
             for key, target in info.get("targets", {}).items():
                 value = info.get(key)
                 shown = "not measured" if value is None else f"{value:.3g} ({'met' if value >= target else 'missed'})"
-                terminalreporter.write_line(f"headline {group} / {info['variant']}: {key} {shown}, target >= {target}")
+                ceiling = info.get("kernel_ceiling") if key == "utilization" else None
+                allowed = f"; the step's matrix kernels, each alone, allow {ceiling:.3g}" if ceiling is not None else ""
+                terminalreporter.write_line(f"headline {group} / {info['variant']}: {key} {shown}, target >= {target}{allowed}")

@@ -5,7 +5,8 @@ median call), batch_size, img_size, param_count (None where no model runs), num_
 precision ("fp32"/"bf16") and dtype ("float32"/"bfloat16"), memory_format, device, device_name,
 peak_memory_bytes, rounds; for model work also flops_per_image and macs_per_image (FLOPs are
 2 x MACs, see flops_convention), achieved_flops_per_s, peak_flops_per_s (of the precision
-used) and utilization. `Registry` adds the within-group ratios speedup_vs_notebook,
+used) and utilization; the epoch suite's bare step also kernel_ceiling, kernel_floor_s_per_step
+and matrix_ops_per_step (bench.kernel_ceiling). `Registry` adds the within-group ratios speedup_vs_notebook,
 fraction_of_bare_step and data_pipeline_overhead.
 """
 
@@ -22,6 +23,7 @@ from bench.runs import PEAK_DTYPE
 
 BASELINE, CANDIDATE = "baseline", "candidate"
 BARE_STEP = "bare step"
+RATIOS_SHOWN = ("speedup_vs_notebook", "fraction_of_bare_step", "utilization", "kernel_ceiling")
 
 
 def record(
@@ -102,7 +104,6 @@ class Registry:
             threads = infos[0]["num_threads"]
             out.append(f"{group} ({threads} thread{'s' if threads > 1 else ''})")
             for i in infos:
-                ratios = [f"{key}={i[key]:.3g}" for key in ("speedup_vs_notebook", "fraction_of_bare_step", "utilization")
-                          if i.get(key) is not None]
+                ratios = [f"{key}={i[key]:.3g}" for key in RATIOS_SHOWN if i.get(key) is not None]
                 out.append(f"  {i['variant']:<34} {i['images_per_s']:>12,.1f} img/s  {' '.join(ratios)}")
         return out

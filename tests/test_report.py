@@ -263,6 +263,8 @@ def bench_json(path: Path) -> Path:
                bench("test_batched", "transforms", "batched tensor", "candidate", 24000.0, 0.0027),
                bench("test_step_fp32", "model-step", "fp32", "baseline", 300.0, 0.21, utilization=0.05),
                bench("test_step_bf16", "model-step", "bf16", "candidate", 450.0, 0.14, utilization=0.075),
+               bench("test_epoch_bare", "epoch-96px", "bare step", "candidate", 300.0, 0.21, utilization=0.24,
+                     kernel_ceiling=0.43),
            ]}
     path.write_text(json.dumps(raw))
     return path
@@ -275,6 +277,11 @@ def test_bench_only_report_without_a_store(tmp_path: Path) -> None:
     assert steps["variant"].tolist() == ["bf16", "fp32"]  # fastest first
     assert steps["speedup"].tolist() == pytest.approx([1.5, 1.0])
     assert pd.read_csv(out / "tables" / "bench_transforms.csv")["speedup"][0] == pytest.approx(30.0)
+    # the kernel ceiling is shown beside the utilization where a benchmark measured it, and only there
+    assert pd.read_csv(out / "tables" / "bench_epoch-96px.csv")["kernel_ceiling"][0] == pytest.approx(0.43)
+    epoch_table = (out / "tables" / "bench_epoch-96px.md").read_text()
+    assert "kernel ceiling %" in epoch_table and "| 43.0 " in epoch_table
+    assert "kernel ceiling %" not in (out / "tables" / "bench_model-step.md").read_text()
     assert (out / "figures" / "bench_transforms.png").read_bytes()[:8] == PNG
     assert "## Throughput" in page and "- cpu: Test CPU (2 logical cores)" in page
     assert "Fastest: `batched tensor` at 24,000 images/s, 30.00× the baseline `torchvision PIL`." in page

@@ -41,7 +41,7 @@ LABELS = {
     "family": "family size m", "notebook_says": "the notebook says", "study_finds": "this study finds",
     "conditions": "under these conditions", "diverged_epoch": "diverged at epoch", "run_id": "run id",
     "speedup": "speed-up vs baseline",
-    "utilization": "utilization %", "peak_memory_bytes": "peak memory MiB", "median_s": "median s / call",
+    "utilization": "utilization %", "kernel_ceiling": "kernel ceiling %", "peak_memory_bytes": "peak memory MiB", "median_s": "median s / call",
     "batch_size": "batch", "img_size": "px", "num_threads": "threads", "param_count": "parameters",
     "achieved_flops_per_s": "achieved TFLOP/s", "memory_format": "memory format",
 }
@@ -77,6 +77,7 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "speedup": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
     "images_per_s": lambda v: MISSING if _missing(v) else f"{v:,.0f}",
     "utilization": lambda v: MISSING if _missing(v) else f"{100 * v:.1f}",
+    "kernel_ceiling": lambda v: MISSING if _missing(v) else f"{100 * v:.1f}",
     "peak_memory_bytes": lambda v: MISSING if _missing(v) else f"{v / 2**20:,.0f}",
     "median_s": lambda v: MISSING if _missing(v) else f"{v:.4g}",
     "achieved_flops_per_s": lambda v: MISSING if _missing(v) else f"{v / 1e12:.2f}",

@@ -1,0 +1,102 @@
+"""The utilization a train step could reach on this device's kernels, measured, not assumed.
+
+A step's FLOPs are all in its matrix ops (convolutions forward and backward, matmuls). Record
+those ops from one real step, re-run each alone on fresh tensors of the same shapes, strides and
+dtypes, and add up their times: that sum is a floor under the step's time. It counts everything
+else in the step (normalization, activations, pooling, casts, the optimizer) as free, and every
+kernel runs with its inputs in cache. The step's FLOPs over that floor, against the same peak as
+the step's utilization, is the ceiling no change outside the kernel library can pass; the step's
+own utilization over the ceiling says how much of the step the rest of it costs.
+
+The ops are recorded below autocast and autograd (a TorchDispatchMode), so they are the kernels
+the device really ran: bf16 convolutions under bf16 autocast, and the backward pass's
+`convolution_backward` with only the gradients it computed.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_map
+
+from bench.measure import synchronize
+
+aten = torch.ops.aten
+# The ops torch.utils.flop_counter counts for a convolutional network: what the FLOPs are made of.
+MATRIX_OPS = frozenset({
+    aten.convolution.default, aten.convolution_backward.default,
+    aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
+})
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """What a kernel's speed depends on: shape, strides (memory format), dtype and device."""
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    dtype: torch.dtype
+    device: torch.device
+
+    @classmethod
+    def of(cls, tensor: torch.Tensor) -> TensorSpec:
+        return cls(tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype, tensor.device)
+
+    def make(self) -> torch.Tensor:
+        tensor = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=self.device)
+        return tensor.normal_() if tensor.is_floating_point() else tensor.zero_()
+
+
+@dataclass(frozen=True)
+class MatrixOp:
+    op: Any  # an aten OpOverload
+    args: tuple
+    kwargs: dict
+
+    def materialized(self) -> tuple[tuple, dict]:
+        return tree_map(lambda a: a.make() if isinstance(a, TensorSpec) else a, (self.args, self.kwargs))
+
+
+class _Recorder(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.ops: list[MatrixOp] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in MATRIX_OPS:
+            specs = tree_map(lambda a: TensorSpec.of(a) if isinstance(a, torch.Tensor) else a, (args, kwargs))
+            self.ops.append(MatrixOp(func, *specs))
+        return func(*args, **kwargs)
+
+
+def record_matrix_ops(step: Callable[[], object]) -> list[MatrixOp]:
+    """The matrix ops one call of `step` runs, in order (the call itself runs as usual)."""
+    recorder = _Recorder()
+    with recorder:
+        step()
+    return recorder.ops
+
+
+def op_seconds(op: MatrixOp, device: torch.device, *, repeats: int = 5) -> float:
+    """Median seconds of one call of `op` alone, after one untimed call (oneDNN primitive creation)."""
+    args, kwargs = op.materialized()
+    op.op(*args, **kwargs)
+    synchronize(device)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        op.op(*args, **kwargs)
+        synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def kernel_floor_seconds(ops: list[MatrixOp], device: torch.device, *, repeats: int = 5) -> float:
+    """Seconds the step's matrix ops take when each runs alone: a floor under the step's time."""
+    return sum(op_seconds(op, device, repeats=repeats) for op in ops)

@@ -1,0 +1,70 @@
+"""bench.kernel_ceiling: the matrix ops recorded from a real train step are the kernels the step
+ran (their dtype under autocast, their memory format, only the gradients it computed), they
+carry exactly the FLOPs the benchmarks rate the step by, and re-running them alone gives a time."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+from ablations.models import build_model
+from bench.kernel_ceiling import kernel_floor_seconds, record_matrix_ops
+from bench.peaks import flops_per_image
+
+aten = torch.ops.aten
+BATCH = 8
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    torch.manual_seed(0)
+    model = build_model("notebook_resnet_adaptive", in_channels=1, num_classes=10, image_size=28)
+    model = model.to(memory_format=torch.channels_last)
+    x = torch.randn(BATCH, 1, 28, 28).contiguous(memory_format=torch.channels_last)
+    y = torch.randint(0, 10, (BATCH,))
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = F.cross_entropy(model(x), y)
+        loss.backward()
+
+    convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
+    return record_matrix_ops(step), convs
+
+
+def test_every_convolution_is_recorded_forward_and_backward(recorded):
+    ops, convs = recorded
+    count = {op: sum(o.op is op for o in ops) for op in (aten.convolution.default, aten.convolution_backward.default)}
+    assert count == {aten.convolution.default: convs, aten.convolution_backward.default: convs}
+    # the classifier: addmm forward, two mm backward (input and weight gradients)
+    assert sum(o.op is aten.addmm.default for o in ops) == 1
+    assert sum(o.op is aten.mm.default for o in ops) == 2
+
+
+def test_ops_are_the_kernels_the_step_ran(recorded):
+    ops, _ = recorded
+    image = ops[0].args[0]
+    assert image.shape == (BATCH, 1, 28, 28) and image.dtype == torch.bfloat16  # cast by autocast first
+    features = next(o for o in ops[1:] if o.op is aten.convolution.default).args[0]
+    assert features.shape[1] == 32 and features.make().is_contiguous(memory_format=torch.channels_last)
+    last_backward = [o for o in ops if o.op is aten.convolution_backward.default][-1]
+    # the first convolution's backward: the image needs no gradient, so none was computed
+    assert last_backward.args[-1] == [False, True, True]
+
+
+def test_recorded_ops_carry_the_steps_counted_flops(recorded):
+    ops, _ = recorded
+    with FlopCounterMode(display=False) as counter:
+        for op in ops:
+            args, kwargs = op.materialized()
+            op.op(*args, **kwargs)
+    expected = flops_per_image("notebook_resnet_adaptive", 28, train=True) * BATCH
+    assert counter.get_total_flops() == pytest.approx(expected, rel=1e-9)
+
+
+def test_the_floor_is_a_time(recorded):
+    ops, _ = recorded
+    seconds = kernel_floor_seconds(ops, torch.device("cpu"), repeats=1)
+    assert 0 < seconds < 60 and math.isfinite(seconds)
