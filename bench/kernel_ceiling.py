@@ -4,9 +4,14 @@ A step's FLOPs are all in its matrix ops (convolutions forward and backward, mat
 those ops from one real step, re-run each alone on fresh tensors of the same shapes, strides and
 dtypes, and add up their times: that sum is a floor under the step's time. It counts everything
 else in the step (normalization, activations, pooling, casts, the optimizer) as free, and every
-kernel runs with its inputs in cache. The step's FLOPs over that floor, against the same peak as
-the step's utilization, is the ceiling no change outside the kernel library can pass; the step's
-own utilization over the ceiling says how much of the step the rest of it costs.
+kernel runs with its inputs in cache. The floor's share of the step's time is the most the step
+can gain without faster kernels, so the step's utilization over that share is the ceiling no
+change outside the kernel library can pass.
+
+The share is measured in rounds, the step and its kernels back to back in each, and the median
+round is kept: a shared CPU's matrix throughput drifts by 2x within minutes (bench.peaks), and a
+floor timed a minute after the step could land on either side of it. Timed together, the drift
+moves both terms of each round's ratio.
 
 The ops are recorded below autocast and autograd (a TorchDispatchMode), so they are the kernels
 the device really ran: bf16 convolutions under bf16 autocast, and the backward pass's
@@ -83,20 +88,34 @@ def record_matrix_ops(step: Callable[[], object]) -> list[MatrixOp]:
     return recorder.ops
 
 
-def op_seconds(op: MatrixOp, device: torch.device, *, repeats: int = 5) -> float:
-    """Median seconds of one call of `op` alone, after one untimed call (oneDNN primitive creation)."""
+def op_seconds(op: MatrixOp, device: torch.device) -> float:
+    """Seconds of one call of `op` alone, on fresh tensors (made untimed)."""
     args, kwargs = op.materialized()
+    synchronize(device)
+    start = time.perf_counter()
     op.op(*args, **kwargs)
     synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        op.op(*args, **kwargs)
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time.perf_counter() - start
 
 
-def kernel_floor_seconds(ops: list[MatrixOp], device: torch.device, *, repeats: int = 5) -> float:
+def kernel_floor_seconds(ops: list[MatrixOp], device: torch.device) -> float:
     """Seconds the step's matrix ops take when each runs alone: a floor under the step's time."""
-    return sum(op_seconds(op, device, repeats=repeats) for op in ops)
+    return sum(op_seconds(op, device) for op in ops)
+
+
+def kernel_share(step: Callable[[], object], ops: list[MatrixOp], device: torch.device, *, rounds: int = 5,
+                 steps_per_round: int = 3) -> float:
+    """Median over `rounds` of (the ops' summed time alone) / (one step's median time), the two
+    measured back to back in each round. One untimed pass over the ops first: oneDNN creates a
+    primitive the first time it meets a shape, which the step has done already."""
+    kernel_floor_seconds(ops, device)
+    ratios = []
+    for _ in range(rounds):
+        step_times = []
+        for _ in range(steps_per_round):
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            step_times.append(time.perf_counter() - start)
+        ratios.append(kernel_floor_seconds(ops, device) / statistics.median(step_times))
+    return statistics.median(ratios)

@@ -5,7 +5,7 @@ median call), batch_size, img_size, param_count (None where no model runs), num_
 precision ("fp32"/"bf16") and dtype ("float32"/"bfloat16"), memory_format, device, device_name,
 peak_memory_bytes, rounds; for model work also flops_per_image and macs_per_image (FLOPs are
 2 x MACs, see flops_convention), achieved_flops_per_s, peak_flops_per_s (of the precision
-used) and utilization; the epoch suite's bare step also kernel_ceiling, kernel_floor_s_per_step
+used) and utilization; the epoch suite's bare step also kernel_ceiling, kernel_share_of_step
 and matrix_ops_per_step (bench.kernel_ceiling). `Registry` adds the within-group ratios speedup_vs_notebook,
 fraction_of_bare_step and data_pipeline_overhead.
 """

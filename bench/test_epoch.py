@@ -31,7 +31,7 @@ import torch
 from ablations.models import count_parameters
 from ablations.trainer import train_one_epoch, train_step
 from bench.baselines import bare_epoch, mnist_loader, notebook_epoch
-from bench.kernel_ceiling import kernel_floor_seconds, record_matrix_ops
+from bench.kernel_ceiling import kernel_share, record_matrix_ops
 from bench.measure import measure
 from bench.peaks import flops_per_image
 from bench.record import BARE_STEP, BASELINE, CANDIDATE, record
@@ -86,24 +86,25 @@ def test_epoch(benchmark, registry, bench_device, mnist, peak, setting, variant)
                         warmup=lambda: train_step(run, x, y)),
         timed=not benchmark.disabled,
     )
-    flops = flops_per_image(model_name, size, train=True)
-    ceiling = kernel_ceiling(run, x, y, flops * BATCH, peak, timed=not benchmark.disabled) if variant == BARE_STEP else {}
     headline = setting == HEADLINE_SETTING and bench_device.type == "cpu" and run.precision == "bf16"
-    record(
+    info = record(
         benchmark, registry, suite="epoch", variant=variant, role=BASELINE if notebook else CANDIDATE,
         timing=timing, batch_size=BATCH, img_size=size, device=bench_device, precision=run.precision,
         memory_format=memory_format_name(run), param_count=count_parameters(run.model), epoch_images=trained,
-        flops_per_image=flops, peak_flops_per_s=peak_flops_per_s,
-        targets=TARGETS.get(variant, {}) if headline else {}, **ceiling,
+        flops_per_image=flops_per_image(model_name, size, train=True), peak_flops_per_s=peak_flops_per_s,
+        targets=TARGETS.get(variant, {}) if headline else {},
     )
+    if variant == BARE_STEP:
+        with_kernel_ceiling(info, run, x, y, timed=not benchmark.disabled)
     assert torch.isfinite(torch.tensor(timing.result["train_loss"]))  # it trained: a finite loss
 
 
-def kernel_ceiling(run, x: torch.Tensor, y: torch.Tensor, step_flops: float, peak, *, timed: bool) -> dict:
-    """The train step's matrix ops, each timed alone: their summed seconds (the step's floor), how
-    many there are, and the utilization that floor allows, against a peak measured beside it."""
+def with_kernel_ceiling(info: dict, run, x: torch.Tensor, y: torch.Tensor, *, timed: bool) -> None:
+    """Add the share of the step's time its matrix ops take alone and the ceiling that share puts on
+    its utilization (bench.kernel_ceiling), held against the same peak as the utilization."""
     ops = record_matrix_ops(lambda: train_step(run, x, y))
-    floor_s, peak_flops_per_s = peak.bracket(
-        PEAK_DTYPE[run.precision], lambda: kernel_floor_seconds(ops, run.device, repeats=5 if timed else 1), timed=timed)
-    return {"matrix_ops_per_step": len(ops), "kernel_floor_s_per_step": floor_s,
-            "kernel_ceiling": step_flops / floor_s / peak_flops_per_s if peak_flops_per_s else None}
+    share = kernel_share(lambda: train_step(run, x, y), ops, run.device, rounds=5 if timed else 1,
+                         steps_per_round=3 if timed else 1)
+    utilization = info.get("utilization")
+    info.update(matrix_ops_per_step=len(ops), kernel_share_of_step=share,
+                kernel_ceiling=utilization / share if utilization is not None else None)

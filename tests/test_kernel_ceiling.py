@@ -1,6 +1,6 @@
 """bench.kernel_ceiling: the matrix ops recorded from a real train step are the kernels the step
 ran (their dtype under autocast, their memory format, only the gradients it computed), they
-carry exactly the FLOPs the benchmarks rate the step by, and re-running them alone gives a time."""
+carry exactly the FLOPs the benchmarks rate the step by, and alone they take part of the step's time."""
 
 import math
 
@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from ablations.models import build_model
-from bench.kernel_ceiling import kernel_floor_seconds, record_matrix_ops
+from bench.kernel_ceiling import kernel_floor_seconds, kernel_share, record_matrix_ops
 from bench.peaks import flops_per_image
 
 aten = torch.ops.aten
@@ -31,11 +31,11 @@ def recorded():
         loss.backward()
 
     convs = sum(isinstance(m, torch.nn.Conv2d) for m in model.modules())
-    return record_matrix_ops(step), convs
+    return record_matrix_ops(step), convs, step
 
 
 def test_every_convolution_is_recorded_forward_and_backward(recorded):
-    ops, convs = recorded
+    ops, convs, _ = recorded
     count = {op: sum(o.op is op for o in ops) for op in (aten.convolution.default, aten.convolution_backward.default)}
     assert count == {aten.convolution.default: convs, aten.convolution_backward.default: convs}
     # the classifier: addmm forward, two mm backward (input and weight gradients)
@@ -44,7 +44,7 @@ def test_every_convolution_is_recorded_forward_and_backward(recorded):
 
 
 def test_ops_are_the_kernels_the_step_ran(recorded):
-    ops, _ = recorded
+    ops, _, _ = recorded
     image = ops[0].args[0]
     assert image.shape == (BATCH, 1, 28, 28) and image.dtype == torch.bfloat16  # cast by autocast first
     features = next(o for o in ops[1:] if o.op is aten.convolution.default).args[0]
@@ -55,7 +55,7 @@ def test_ops_are_the_kernels_the_step_ran(recorded):
 
 
 def test_recorded_ops_carry_the_steps_counted_flops(recorded):
-    ops, _ = recorded
+    ops, _, _ = recorded
     with FlopCounterMode(display=False) as counter:
         for op in ops:
             args, kwargs = op.materialized()
@@ -64,7 +64,10 @@ def test_recorded_ops_carry_the_steps_counted_flops(recorded):
     assert counter.get_total_flops() == pytest.approx(expected, rel=1e-9)
 
 
-def test_the_floor_is_a_time(recorded):
-    ops, _ = recorded
-    seconds = kernel_floor_seconds(ops, torch.device("cpu"), repeats=1)
+def test_alone_the_kernels_take_part_of_the_steps_time(recorded):
+    ops, _, step = recorded
+    seconds = kernel_floor_seconds(ops, torch.device("cpu"))
     assert 0 < seconds < 60 and math.isfinite(seconds)
+    # normalization, activations, pooling and the loss are outside the floor, so a step takes longer
+    share = kernel_share(step, ops, torch.device("cpu"), rounds=3, steps_per_round=2)
+    assert 0 < share < 1
