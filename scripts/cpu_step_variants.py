@@ -8,6 +8,7 @@ the first variant of its kind (train or eval): drift hits every variant alike.
     python scripts/cpu_step_variants.py                         # 28 px: fp32, bf16, compile-bf16, eval-512, eval-2048
     python scripts/cpu_step_variants.py --size 96 --variants contiguous,fp32,bf16
     python scripts/cpu_step_variants.py --layout                # 2 processes x 1 thread vs 1 process x 2 threads
+    python scripts/cpu_step_variants.py --kernels --size 96 --variants bf16   # the step's matrix ops, one by one
     THP_MEM_ALLOC_ENABLE=1 python scripts/cpu_step_variants.py  # process-wide settings: per run
 
 Variants, each a run from `build_run` (the grid's trainer), batch 64, SGD, random uint8 images:
@@ -21,6 +22,10 @@ The model is the notebook's ResNet at 52 px and above, its adaptive variant belo
 --layout runs the bf16 train step at --size in worker processes for --seconds of wall time per
 round: 2 processes x 1 thread (the grid's layout: one run per core) and 1 process x 2 threads,
 alternating which goes first, and reports each layout's aggregate images/s (median over rounds).
+
+--kernels breaks each train variant's step into its matrix ops (bench.kernel_ceiling) and times
+them alone, round by round beside the step and a GEMM: each shape's time and its share of the
+GEMM peak, the ops' total against the step's, and the utilization ceiling that total sets.
 """
 
 from __future__ import annotations
@@ -33,6 +38,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
@@ -40,6 +46,10 @@ from ablations.config import TrainConfig
 from ablations.data import TensorDataset
 from ablations.models import NotebookResNet
 from ablations.trainer import Run, build_run, evaluate, train_step
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not installed: import it from the checkout
+from bench.kernel_ceiling import MatrixOp, op_seconds, record_matrix_ops  # noqa: E402
+from bench.peaks import GEMM_SIZE, gemm_peak  # noqa: E402
 
 EVAL_IMAGES = 2048  # one eval call: the largest eval batch, so both eval variants do the same work
 VARIANTS = {  # name -> (kind, TrainConfig overrides)
@@ -107,6 +117,61 @@ def compare_variants(args: argparse.Namespace) -> None:
         print(f"{variant:14s} {kind:5s} {images:5d} img/call {rate:9.1f} img/s (median)  {rate / base:5.2f}x {reference}")
 
 
+def op_label(op: MatrixOp) -> str:
+    """What an op computes, in a person's words: "conv bwd weights 128->256 3x3 s2 12px"."""
+    name = op.op.__name__.split(".")[0]
+    if name not in ("convolution", "convolution_backward"):
+        return f"matmul {' x '.join(str(tuple(a.shape)) for a in op.args if hasattr(a, 'shape'))}"
+    image, weight, stride = (op.args[0], op.args[1], op.args[3]) if name == "convolution" else op.args[1:3] + (op.args[4],)
+    out_ch, in_ch, kh, kw = weight.shape
+    what = "conv fwd" if name == "convolution" else "conv bwd " + "+".join(
+        part for part, wanted in zip(("data", "weights"), op.args[-1][:2], strict=True) if wanted)
+    return f"{what} {in_ch}->{out_ch} {kh}x{kw} s{stride[0]} {image.shape[-1]}px"
+
+
+def kernel_table(args: argparse.Namespace) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    for variant in args.variants.split(","):
+        if VARIANTS[variant][0] != "train":
+            continue
+        step, images = make_call(variant, args.size, args.batch_size)
+        step()
+        ops = record_matrix_ops(step)
+        flops = []
+        for op in ops:  # counted once; also the untimed first call (oneDNN primitive creation)
+            with FlopCounterMode(display=False) as counter:
+                op_seconds(op, torch.device("cpu"))
+            flops.append(counter.get_total_flops())
+        dtype = torch.bfloat16 if VARIANTS[variant][1].get("precision") == "bf16" else torch.float32
+        peaks, step_s, op_s = [], [], [[] for _ in ops]
+        for _ in range(args.rounds):
+            peaks.append(gemm_peak(torch.device("cpu"), dtype, size=GEMM_SIZE["cpu"]))
+            start = time.perf_counter()
+            step()
+            step_s.append(time.perf_counter() - start)
+            for times, op in zip(op_s, ops, strict=True):
+                times.append(op_seconds(op, torch.device("cpu")))
+        peak, step_median = statistics.median(peaks), statistics.median(step_s)
+        rows: dict[str, list[float]] = {}  # label -> [calls, seconds, flops]
+        for op, times, op_flops in zip(ops, op_s, flops, strict=True):
+            row = rows.setdefault(op_label(op), [0, 0.0, 0.0])
+            row[0] += 1
+            row[1] += statistics.median(times)
+            row[2] += op_flops
+        total_s = sum(r[1] for r in rows.values())
+        print(f"{variant} train step, {args.size} px, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+              f"{args.rounds} rounds; {dtype} GEMM peak {peak / 1e12:.2f} TFLOP/s (median of the rounds)")
+        print(f"{'matrix op':44s} {'calls':>5s} {'ms':>8s} {'TFLOP/s':>8s} {'of peak':>8s}")
+        for label, (calls, seconds, op_flops) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
+            rate = op_flops / seconds
+            print(f"{label:44s} {calls:5d} {seconds * 1e3:8.2f} {rate / 1e12:8.3f} {rate / peak:8.1%}")
+        total_flops = sum(flops)
+        print(f"matrix ops alone {total_s * 1e3:.1f} ms = {total_s / step_median:.0%} of the step's "
+              f"{step_median * 1e3:.1f} ms; step {total_flops / step_median / peak:.1%} of the GEMM peak, "
+              f"its matrix ops alone {total_flops / total_s / peak:.1%} ({images / step_median:.0f} img/s)\n")
+
+
 def layout_worker(args: argparse.Namespace) -> None:
     """One process of a layout: warm up, say ready, then one timed stretch per 'go SECONDS' line."""
     torch.set_num_threads(args.threads)
@@ -165,6 +230,7 @@ def main() -> None:
                         "of each layout (default 20)")
     parser.add_argument("--variants", default=DEFAULT_VARIANTS, help=f"comma-separated: {', '.join(VARIANTS)}")
     parser.add_argument("--layout", action="store_true", help="compare 2 processes x 1 thread with 1 x 2 instead")
+    parser.add_argument("--kernels", action="store_true", help="time each train variant's matrix ops alone instead")
     parser.add_argument("--seconds", type=float, default=10.0, help="--layout: wall time per layout per round")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
@@ -178,6 +244,8 @@ def main() -> None:
         layout_worker(args)
     elif args.layout:
         compare_layouts(args)
+    elif args.kernels:
+        kernel_table(args)
     else:
         compare_variants(args)
 

@@ -3,6 +3,10 @@ ran (their dtype under autocast, their memory format, only the gradients it comp
 carry exactly the FLOPs the benchmarks rate the step by, and alone they take part of the step's time."""
 
 import math
+import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -71,3 +75,17 @@ def test_alone_the_kernels_take_part_of_the_steps_time(recorded):
     # normalization, activations, pooling and the loss are outside the floor, so a step takes longer
     share = kernel_share(step, ops, torch.device("cpu"), rounds=3, steps_per_round=2)
     assert 0 < share < 1
+
+
+def test_the_kernel_table_names_each_op_and_the_ceiling():
+    script = Path(__file__).resolve().parents[1] / "scripts" / "cpu_step_variants.py"
+    proc = subprocess.run([sys.executable, str(script), "--kernels", "--size", "28", "--batch-size", "8",
+                           "--variants", "fp32,bf16,eval-512", "--rounds", "1"],
+                          capture_output=True, text=True, timeout=300, cwd="/")
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert out.count("train step, 28 px, batch 8") == 2  # the train variants; eval has no backward to break down
+    assert "conv fwd 1->32 3x3 s1 28px" in out and "conv bwd weights 1->32 3x3 s1 28px" in out
+    assert "conv bwd data+weights 128->256 3x3 s2 4px" in out and "matmul" in out
+    totals = re.findall(r"matrix ops alone [\d.]+ ms = (\d+)% of the step's", out)
+    assert len(totals) == 2 and all(0 < int(share) < 100 for share in totals)
