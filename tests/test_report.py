@@ -282,6 +282,7 @@ def test_bench_only_report_without_a_store(tmp_path: Path) -> None:
     epoch_table = (out / "tables" / "bench_epoch-96px.md").read_text()
     assert "kernel ceiling %" in epoch_table and "| 43.0 " in epoch_table
     assert "kernel ceiling %" not in (out / "tables" / "bench_model-step.md").read_text()
+    assert "kernel ceiling %: the most of that peak the step could reach" in page
     assert (out / "figures" / "bench_transforms.png").read_bytes()[:8] == PNG
     assert "## Throughput" in page and "- cpu: Test CPU (2 logical cores)" in page
     assert "Fastest: `batched tensor` at 24,000 images/s, 30.00× the baseline `torchvision PIL`." in page

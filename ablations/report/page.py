@@ -222,6 +222,11 @@ def _bench_section(bench: Bench, figures: list[Figure], formats: tuple[str, ...]
                           Paragraph(f"From `{bench.source.name}` (pytest-benchmark, saved {bench.datetime or '?'}, "
                                     f"commit {commit[:12]}{dirty})."),
                           Bullets([f"{k}: {v}" for k, v in bench.machine.items()])]
+    if any(table["kernel_ceiling"].notna().any() for table in bench.groups.values()):
+        lines.append(Paragraph(
+            "utilization %: achieved FLOP/s over the peak of the precision used. kernel ceiling %: the most of "
+            "that peak the step could reach if everything but its convolutions and matmuls were free (the "
+            "utilization over the share of the step's time those ops take when re-run one by one, alone, beside it)."))
     by_name = {f.name: f for f in figures}
     for group, table in bench.groups.items():
         name = bench.file_name(group)
