@@ -2,9 +2,10 @@
 
 A step's FLOPs are all in its matrix ops (convolutions forward and backward, matmuls). Record
 those ops from one real step, re-run each alone on fresh tensors of the same shapes, strides and
-dtypes, and add up their times: that sum is a floor under the step's time. It counts everything
-else in the step (normalization, activations, pooling, casts, the optimizer) as free, and every
-kernel runs with its inputs in cache. The floor's share of the step's time is the most the step
+dtypes, and add up their times: that sum is what the step would take if everything else in it
+(normalization, activations, pooling, casts, the optimizer) were free, a floor under the step's
+time up to timing noise (each kernel runs with its inputs in cache; where a step is nearly all
+matrix ops, small batches of small images, the two are within noise of each other). The floor's share of the step's time is the most the step
 can gain without faster kernels, so the step's utilization over that share is the ceiling no
 change outside the kernel library can pass.
 
