@@ -154,5 +154,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
                 value = info.get(key)
                 shown = "not measured" if value is None else f"{value:.3g} ({'met' if value >= target else 'missed'})"
                 ceiling = info.get("kernel_ceiling") if key == "utilization" else None
-                allowed = f"; the step's matrix kernels, each alone, allow {ceiling:.3g}" if ceiling is not None else ""
+                allowed = f"; the step's matrix kernels alone allow {ceiling:.3g}" if ceiling is not None else ""
                 terminalreporter.write_line(f"headline {group} / {info['variant']}: {key} {shown}, target >= {target}{allowed}")

@@ -1,13 +1,15 @@
 """The utilization a train step could reach on this device's kernels, measured, not assumed.
 
 A step's FLOPs are all in its matrix ops (convolutions forward and backward, matmuls). Record
-those ops from one real step, re-run each alone on fresh tensors of the same shapes, strides and
-dtypes, and add up their times: that sum is what the step would take if everything else in it
+those ops from one real step and re-run them alone, on tensors of the same shapes, strides and
+dtypes, back to back: their time is what the step would take if everything else in it
 (normalization, activations, pooling, casts, the optimizer) were free, a floor under the step's
-time up to timing noise (each kernel runs with its inputs in cache; where a step is nearly all
-matrix ops, small batches of small images, the two are within noise of each other). The floor's share of the step's time is the most the step
-can gain without faster kernels, so the step's utilization over that share is the ceiling no
-change outside the kernel library can pass.
+time up to timing noise (the kernels find their inputs in cache; where a step is nearly all
+matrix ops, small batches of small images, the two are within noise of each other). The floor's
+share of the step's time is the most the step can gain without faster kernels, so the step's
+utilization over that share is the ceiling no change outside the kernel library can pass. That
+ratio assumes the share measured here holds for the benchmark's own timing of the step: on a
+shared CPU whose neighbours slow its matrix engines more than its memory, it holds to a few points.
 
 The share is measured in rounds, the step and its kernels back to back in each, and the median
 round is kept: a shared CPU's matrix throughput drifts by 2x within minutes (bench.peaks), and a
@@ -34,11 +36,9 @@ from torch.utils._pytree import tree_map
 from bench.measure import synchronize
 
 aten = torch.ops.aten
-# The ops torch.utils.flop_counter counts for a convolutional network: what the FLOPs are made of.
-MATRIX_OPS = frozenset({
-    aten.convolution.default, aten.convolution_backward.default,
-    aten.mm.default, aten.addmm.default, aten.bmm.default, aten.baddbmm.default,
-})
+# The ops torch.utils.flop_counter counts for a convolutional network, in any overload (.default,
+# .out): what the FLOPs are made of.
+MATRIX_OPS = frozenset({aten.convolution, aten.convolution_backward, aten.mm, aten.addmm, aten.bmm, aten.baddbmm})
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,12 @@ class TensorSpec:
         return cls(tuple(tensor.shape), tuple(tensor.stride()), tensor.dtype, tensor.device)
 
     def make(self) -> torch.Tensor:
-        tensor = torch.empty_strided(self.shape, self.stride, dtype=self.dtype, device=self.device)
-        return tensor.normal_() if tensor.is_floating_point() else tensor.zero_()
+        """A tensor with these strides over dense storage, so that an expanded (stride 0) input is
+        filled once per stored element rather than written through overlapping views."""
+        extent = 1 + sum((size - 1) * stride for size, stride in zip(self.shape, self.stride, strict=True))
+        storage = torch.empty(extent if all(self.shape) else 0, dtype=self.dtype, device=self.device)
+        storage.normal_() if storage.is_floating_point() else storage.zero_()
+        return storage.as_strided(self.shape, self.stride)
 
 
 @dataclass(frozen=True)
@@ -75,7 +79,7 @@ class _Recorder(TorchDispatchMode):
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func in MATRIX_OPS:
+        if func.overloadpacket in MATRIX_OPS:
             specs = tree_map(lambda a: TensorSpec.of(a) if isinstance(a, torch.Tensor) else a, (args, kwargs))
             self.ops.append(MatrixOp(func, *specs))
         return func(*args, **kwargs)
@@ -89,34 +93,52 @@ def record_matrix_ops(step: Callable[[], object]) -> list[MatrixOp]:
     return recorder.ops
 
 
-def op_seconds(op: MatrixOp, device: torch.device) -> float:
-    """Seconds of one call of `op` alone, on fresh tensors (made untimed)."""
-    args, kwargs = op.materialized()
+class Replay:
+    """The recorded ops with their input tensors made once, ready to run again as the step ran
+    them: back to back, one synchronize at the end, with no allocation between ops but their
+    outputs (as in the step)."""
+
+    def __init__(self, ops: list[MatrixOp], device: torch.device) -> None:
+        self.device = device
+        self.calls = [(op.op, *op.materialized()) for op in ops]
+        self.run()  # oneDNN creates a primitive the first time it meets a shape: untimed
+
+    def run(self) -> float:
+        """Seconds of one pass over every op."""
+        synchronize(self.device)
+        start = time.perf_counter()
+        for op, args, kwargs in self.calls:
+            op(*args, **kwargs)
+        synchronize(self.device)
+        return time.perf_counter() - start
+
+    def op_seconds(self, index: int, *, repeats: int = 5) -> float:
+        """Median seconds of op `index` over `repeats` back-to-back calls (one synchronize each)."""
+        op, args, kwargs = self.calls[index]
+        times = []
+        for _ in range(repeats):
+            synchronize(self.device)
+            start = time.perf_counter()
+            op(*args, **kwargs)
+            synchronize(self.device)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+
+def step_seconds(step: Callable[[], object], device: torch.device, *, steps: int) -> float:
+    """Seconds per step over `steps` back-to-back steps and one synchronize, as an epoch runs them."""
     synchronize(device)
     start = time.perf_counter()
-    op.op(*args, **kwargs)
+    for _ in range(steps):
+        step()
     synchronize(device)
-    return time.perf_counter() - start
-
-
-def kernel_floor_seconds(ops: list[MatrixOp], device: torch.device) -> float:
-    """Seconds the step's matrix ops take when each runs alone: a floor under the step's time."""
-    return sum(op_seconds(op, device) for op in ops)
+    return (time.perf_counter() - start) / steps
 
 
 def kernel_share(step: Callable[[], object], ops: list[MatrixOp], device: torch.device, *, rounds: int = 5,
                  steps_per_round: int = 3) -> float:
-    """Median over `rounds` of (the ops' summed time alone) / (one step's median time), the two
-    measured back to back in each round. One untimed pass over the ops first: oneDNN creates a
-    primitive the first time it meets a shape, which the step has done already."""
-    kernel_floor_seconds(ops, device)
-    ratios = []
-    for _ in range(rounds):
-        step_times = []
-        for _ in range(steps_per_round):
-            start = time.perf_counter()
-            step()
-            synchronize(device)
-            step_times.append(time.perf_counter() - start)
-        ratios.append(kernel_floor_seconds(ops, device) / statistics.median(step_times))
+    """Median over `rounds` of (one pass over the ops alone) / (one step), measured back to back in
+    each round."""
+    replay = Replay(ops, device)
+    ratios = [replay.run() / step_seconds(step, device, steps=steps_per_round) for _ in range(rounds)]
     return statistics.median(ratios)

@@ -95,11 +95,11 @@ def test_epoch(benchmark, registry, bench_device, mnist, peak, setting, variant)
         targets=TARGETS.get(variant, {}) if headline else {},
     )
     if variant == BARE_STEP:
-        with_kernel_ceiling(info, run, x, y, timed=not benchmark.disabled)
+        add_kernel_ceiling(info, run, x, y, timed=not benchmark.disabled)
     assert torch.isfinite(torch.tensor(timing.result["train_loss"]))  # it trained: a finite loss
 
 
-def with_kernel_ceiling(info: dict, run, x: torch.Tensor, y: torch.Tensor, *, timed: bool) -> None:
+def add_kernel_ceiling(info: dict, run, x: torch.Tensor, y: torch.Tensor, *, timed: bool) -> None:
     """Add the share of the step's time its matrix ops take alone and the ceiling that share puts on
     its utilization (bench.kernel_ceiling), held against the same peak as the utilization."""
     ops = record_matrix_ops(lambda: train_step(run, x, y))

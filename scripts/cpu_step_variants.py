@@ -48,7 +48,7 @@ from ablations.models import NotebookResNet
 from ablations.trainer import Run, build_run, evaluate, train_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not installed: import it from the checkout
-from bench.kernel_ceiling import MatrixOp, op_seconds, record_matrix_ops  # noqa: E402
+from bench.kernel_ceiling import MatrixOp, Replay, record_matrix_ops, step_seconds  # noqa: E402
 from bench.peaks import GEMM_SIZE, gemm_peak  # noqa: E402
 
 EVAL_IMAGES = 2048  # one eval call: the largest eval batch, so both eval variants do the same work
@@ -117,59 +117,78 @@ def compare_variants(args: argparse.Namespace) -> None:
         print(f"{variant:14s} {kind:5s} {images:5d} img/call {rate:9.1f} img/s (median)  {rate / base:5.2f}x {reference}")
 
 
+# Where each convolution op keeps its input and its stride among its positional arguments.
+CONV_INPUT_ARG = {"convolution": 0, "convolution_backward": 1}
+CONV_STRIDE_ARG = {"convolution": 3, "convolution_backward": 4}
+
+
 def op_label(op: MatrixOp) -> str:
-    """What an op computes, in a person's words: "conv bwd weights 128->256 3x3 s2 12px"."""
+    """What an op computes, in a person's words: "conv bwd data+weights 128->256 3x3 s2 12px"."""
     name = op.op.__name__.split(".")[0]
-    if name not in ("convolution", "convolution_backward"):
+    if name not in CONV_INPUT_ARG:
         return f"matmul {' x '.join(str(tuple(a.shape)) for a in op.args if hasattr(a, 'shape'))}"
-    image, weight, stride = (op.args[0], op.args[1], op.args[3]) if name == "convolution" else op.args[1:3] + (op.args[4],)
+    image, weight = op.args[CONV_INPUT_ARG[name]], op.args[CONV_INPUT_ARG[name] + 1]
+    stride = op.args[CONV_STRIDE_ARG[name]][0]
     out_ch, in_ch, kh, kw = weight.shape
-    what = "conv fwd" if name == "convolution" else "conv bwd " + "+".join(
-        part for part, wanted in zip(("data", "weights"), op.args[-1][:2], strict=True) if wanted)
-    return f"{what} {in_ch}->{out_ch} {kh}x{kw} s{stride[0]} {image.shape[-1]}px"
+    if name == "convolution":
+        what = "conv fwd"
+    else:  # the output mask says which gradients were computed: input, weight, bias
+        what = "conv bwd " + "+".join(part for part, wanted in zip(("data", "weights"), op.args[-1][:2], strict=True)
+                                      if wanted)
+    return f"{what} {in_ch}->{out_ch} {kh}x{kw} s{stride} {image.shape[-1]}px"
+
+
+def op_flops(replay: Replay) -> list[float]:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    flops = []
+    for op, args, kwargs in replay.calls:
+        with FlopCounterMode(display=False) as counter:
+            op(*args, **kwargs)
+        flops.append(counter.get_total_flops())
+    return flops
+
+
+def time_kernels(step: Callable[[], object], replay: Replay, dtype: torch.dtype, rounds: int) -> dict:
+    """Per round, side by side: a GEMM peak, one step, one back-to-back pass over the ops, and
+    each op alone; the medians over the rounds."""
+    cpu = torch.device("cpu")
+    peaks, steps, passes, per_op = [], [], [], [[] for _ in replay.calls]
+    for _ in range(rounds):
+        peaks.append(gemm_peak(cpu, dtype, size=GEMM_SIZE["cpu"]))
+        steps.append(step_seconds(step, cpu, steps=1))
+        passes.append(replay.run())
+        for index, times in enumerate(per_op):
+            times.append(replay.op_seconds(index, repeats=3))
+    return {"peak": statistics.median(peaks), "step": statistics.median(steps), "pass": statistics.median(passes),
+            "per_op": [statistics.median(times) for times in per_op]}
 
 
 def kernel_table(args: argparse.Namespace) -> None:
-    from torch.utils.flop_counter import FlopCounterMode
-
     for variant in args.variants.split(","):
-        if VARIANTS[variant][0] != "train":
-            continue
+        kind, overrides = VARIANTS[variant]
+        if kind != "train" or overrides.get("compile"):
+            continue  # compiled code runs fused and out= kernels an eager recording would not describe
         step, images = make_call(variant, args.size, args.batch_size)
         step()
         ops = record_matrix_ops(step)
-        flops = []
-        for op in ops:  # counted once; also the untimed first call (oneDNN primitive creation)
-            with FlopCounterMode(display=False) as counter:
-                op_seconds(op, torch.device("cpu"))
-            flops.append(counter.get_total_flops())
-        dtype = torch.bfloat16 if VARIANTS[variant][1].get("precision") == "bf16" else torch.float32
-        peaks, step_s, op_s = [], [], [[] for _ in ops]
-        for _ in range(args.rounds):
-            peaks.append(gemm_peak(torch.device("cpu"), dtype, size=GEMM_SIZE["cpu"]))
-            start = time.perf_counter()
-            step()
-            step_s.append(time.perf_counter() - start)
-            for times, op in zip(op_s, ops, strict=True):
-                times.append(op_seconds(op, torch.device("cpu")))
-        peak, step_median = statistics.median(peaks), statistics.median(step_s)
+        replay = Replay(ops, torch.device("cpu"))
+        flops = op_flops(replay)
+        dtype = torch.bfloat16 if overrides.get("precision") == "bf16" else torch.float32
+        timed = time_kernels(step, replay, dtype, args.rounds)
         rows: dict[str, list[float]] = {}  # label -> [calls, seconds, flops]
-        for op, times, op_flops in zip(ops, op_s, flops, strict=True):
+        for op, seconds, count in zip(ops, timed["per_op"], flops, strict=True):
             row = rows.setdefault(op_label(op), [0, 0.0, 0.0])
-            row[0] += 1
-            row[1] += statistics.median(times)
-            row[2] += op_flops
-        total_s = sum(r[1] for r in rows.values())
+            row[0], row[1], row[2] = row[0] + 1, row[1] + seconds, row[2] + count
+        peak, step_s, pass_s, total_flops = timed["peak"], timed["step"], timed["pass"], sum(flops)
         print(f"{variant} train step, {args.size} px, batch {args.batch_size}, {torch.get_num_threads()} threads, "
               f"{args.rounds} rounds; {dtype} GEMM peak {peak / 1e12:.2f} TFLOP/s (median of the rounds)")
-        print(f"{'matrix op':44s} {'calls':>5s} {'ms':>8s} {'TFLOP/s':>8s} {'of peak':>8s}")
-        for label, (calls, seconds, op_flops) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
-            rate = op_flops / seconds
-            print(f"{label:44s} {calls:5d} {seconds * 1e3:8.2f} {rate / 1e12:8.3f} {rate / peak:8.1%}")
-        total_flops = sum(flops)
-        print(f"matrix ops alone {total_s * 1e3:.1f} ms = {total_s / step_median:.0%} of the step's "
-              f"{step_median * 1e3:.1f} ms; step {total_flops / step_median / peak:.1%} of the GEMM peak, "
-              f"its matrix ops alone {total_flops / total_s / peak:.1%} ({images / step_median:.0f} img/s)\n")
+        print(f"{'matrix op (each alone)':44s} {'calls':>5s} {'ms':>8s} {'TFLOP/s':>8s} {'of peak':>8s}")
+        for label, (calls, seconds, count) in sorted(rows.items(), key=lambda kv: -kv[1][1]):
+            print(f"{label:44s} {calls:5d} {seconds * 1e3:8.2f} {count / seconds / 1e12:8.3f} {count / seconds / peak:8.1%}")
+        print(f"matrix ops alone, back to back {pass_s * 1e3:.1f} ms = {pass_s / step_s:.0%} of the step's "
+              f"{step_s * 1e3:.1f} ms; step {total_flops / step_s / peak:.1%} of the GEMM peak, "
+              f"its matrix ops alone {total_flops / pass_s / peak:.1%} ({images / step_s:.0f} img/s)\n")
 
 
 def layout_worker(args: argparse.Namespace) -> None:
