@@ -226,7 +226,7 @@ def _bench_section(bench: Bench, figures: list[Figure], formats: tuple[str, ...]
         lines.append(Paragraph(
             "utilization %: achieved FLOP/s over the peak of the precision used. kernel ceiling %: the most of "
             "that peak the step could reach if everything but its convolutions and matmuls were free (the "
-            "utilization over the share of the step's time those ops take when re-run one by one, alone, beside it)."))
+            "utilization over the share of the step's time those ops take when re-run alone, back to back, beside it)."))
     by_name = {f.name: f for f in figures}
     for group, table in bench.groups.items():
         name = bench.file_name(group)
