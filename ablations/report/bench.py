@@ -74,7 +74,7 @@ def _row(bench: dict[str, Any], path: Path) -> dict[str, Any]:
         "group": bench.get("group") or "ungrouped", "name": name, "variant": str(extra.get("variant") or name),
         "role": str(extra.get("role") or "candidate"), "suite": str(extra.get("suite") or ""),
         "images_per_s": ips, "utilization": _float(extra.get("utilization")),
-        # the utilization the step's matrix kernels, each timed alone, would allow (bench.kernel_ceiling)
+        # the utilization the step's matrix kernels alone would allow (bench.kernel_ceiling)
         "kernel_ceiling": _float(extra.get("kernel_ceiling")),
         "achieved_flops_per_s": _float(extra.get("achieved_flops_per_s")),
         "peak_flops_per_s": _float(extra.get("peak_flops_per_s")),  # the peak this row's utilization is held against

@@ -65,6 +65,11 @@ def _p(v: Any) -> str:
     return "< 0.001" if v < 0.001 else f"{v:.3f}"
 
 
+def _percent(v: Any) -> str:
+    """A fraction as a percentage with one decimal."""
+    return MISSING if _missing(v) else f"{100 * v:.1f}"
+
+
 def _int(v: Any) -> str:
     return MISSING if _missing(v) else f"{int(v)}"
 
@@ -76,8 +81,7 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "df": _num(1), "wall_s": _num(1), "epochs_to_target": _num(1),
     "speedup": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
     "images_per_s": lambda v: MISSING if _missing(v) else f"{v:,.0f}",
-    "utilization": lambda v: MISSING if _missing(v) else f"{100 * v:.1f}",
-    "kernel_ceiling": lambda v: MISSING if _missing(v) else f"{100 * v:.1f}",
+    "utilization": _percent, "kernel_ceiling": _percent,
     "peak_memory_bytes": lambda v: MISSING if _missing(v) else f"{v / 2**20:,.0f}",
     "median_s": lambda v: MISSING if _missing(v) else f"{v:.4g}",
     "achieved_flops_per_s": lambda v: MISSING if _missing(v) else f"{v / 1e12:.2f}",
