@@ -61,17 +61,17 @@ def run_one(config: dict, track=None) -> dict:
 
 def data_key(cfg: TrainConfig) -> tuple:
     """The settings that decide a run's dataset tensors."""
-    return cfg.dataset, cfg.data_root, cfg.train_subset, cfg.val_subset, cfg.test_subset
+    return cfg.dataset, cfg.data_root, cfg.train_subset, cfg.val_subset, cfg.test_subset, cfg.train_subset_seed
 
 
 @functools.lru_cache(maxsize=4)
 def cached_dataset(name: str, data_root: str | None, train_subset: int | None, val_subset: int | None,
-                   test_subset: int | None, device: str):
+                   test_subset: int | None, subset_seed: int | None, device: str):
     """Runs of one grid share their dataset: read it once per process, not once per run."""
     from ablations.data import load_dataset
 
     return load_dataset(name, data_root=data_root, train_subset=train_subset, val_subset=val_subset,
-                        test_subset=test_subset, device=device)
+                        test_subset=test_subset, subset_seed=subset_seed, device=device)
 
 
 def preflight(configs: list[TrainConfig]) -> None:

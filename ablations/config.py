@@ -59,6 +59,11 @@ RENAMED = {"seed": "notebook", "seed_resnet": "notebook_resnet", "seed_resnet_ad
 # Where a run executes, not what it computes: left out of the run id so a grid resumed on
 # another machine, or with the data in another folder, still finds its finished runs.
 EXECUTION_FIELDS = ("data_root", "device", "compile", "eval_batch_size")
+# Settings added after stores were published: at these defaults they are left out of the run id, so
+# every run stored before they existed keeps its id (and a resumed grid finds it).
+IDENTITY_OMITTED_AT = {"subset_per_seed": False}
+# Random streams a run's seed drives, each derived from the seed alone (`stream_seed`).
+RANDOM_STREAMS = ("init", "order", "augment", "subset")
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,9 @@ class TrainConfig:
     dataset: str = "mnist"
     data_root: str | None = None  # None: $ABLATIONS_DATA_ROOT, else ./data
     train_subset: int | None = None  # class-balanced, seeded; None = the train split less validation
+    # False: every run trains on the same subset (cells differ only in training randomness); True: the run's
+    # seed draws it, so the spread over seeds includes data sampling. Runs sharing a seed still share images.
+    subset_per_seed: bool = False
     val_subset: int | None = None  # held out of the train split, class-balanced; None = a tenth, at most 5,000
     test_subset: int | None = None
     # model and input
@@ -122,7 +130,8 @@ class TrainConfig:
 
     # ---- identity ----------------------------------------------------------------------
     def canonical_json(self) -> str:
-        science = {k: v for k, v in self.to_dict().items() if k not in EXECUTION_FIELDS}
+        science = {k: v for k, v in self.to_dict().items()
+                   if k not in EXECUTION_FIELDS and not (k in IDENTITY_OMITTED_AT and v == IDENTITY_OMITTED_AT[k])}
         return json.dumps(science, sort_keys=True, separators=(",", ":"))
 
     @property
@@ -149,6 +158,19 @@ class TrainConfig:
     @property
     def augment_ops(self) -> tuple[str, ...]:
         return split_policy(self.augment)
+
+    @property
+    def train_subset_seed(self) -> int | None:
+        """The seed that draws the train subset: the run's own subset stream, or None for the one
+        fixed subset every run shares."""
+        return stream_seed(self.seed, "subset") if self.subset_per_seed else None
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A 63-bit seed for one named random stream of a run, derived from the run's seed alone."""
+    if stream not in RANDOM_STREAMS:
+        raise ValueError(f"unknown random stream {stream!r}; one of {RANDOM_STREAMS}")
+    return int.from_bytes(hashlib.sha256(f"{seed}/{stream}".encode()).digest()[:8], "little") >> 1
 
 
 # ---- parsing ---------------------------------------------------------------------------

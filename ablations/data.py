@@ -84,9 +84,11 @@ def load_dataset(
     train_subset: int | None = None,
     val_subset: int | None = None,
     test_subset: int | None = None,
+    subset_seed: int | None = None,
     device: torch.device | str = "cpu",
 ) -> TensorDataset:
-    """The named dataset with a validation split held out of its train split, then the subsets."""
+    """The named dataset with a validation split held out of its train split, then the subsets.
+    `subset_seed` draws the train subset (None: the fixed SUBSET_SEED); the test subset is always fixed."""
     check_dataset(name)
     if name == "synthetic":
         full = synthetic_dataset()
@@ -97,7 +99,7 @@ def load_dataset(
         (train_x, train_y), (test_x, test_y), num_classes = read_torchvision(name, resolve_data_root(data_root))
         full = TensorDataset(name, train_x, train_y, test_x, test_y, num_classes)
     full = hold_out_validation(full, val_subset)
-    full = _subset(full, train_subset, test_subset)
+    full = _subset(full, train_subset, test_subset, SUBSET_SEED if subset_seed is None else subset_seed)
     return full.to(device)
 
 
@@ -160,7 +162,7 @@ def hold_out_validation(ds: TensorDataset, n: int | None) -> TensorDataset:
     )
 
 
-def _subset(ds: TensorDataset, train_n: int | None, test_n: int | None) -> TensorDataset:
+def _subset(ds: TensorDataset, train_n: int | None, test_n: int | None, train_seed: int) -> TensorDataset:
     splits = {}
     for split, n in (("train", train_n), ("test", test_n)):
         images, labels = getattr(ds, f"{split}_images"), getattr(ds, f"{split}_labels")
@@ -171,7 +173,7 @@ def _subset(ds: TensorDataset, train_n: int | None, test_n: int | None) -> Tenso
                     f"{split}-subset {n} is larger than the {ds.name} {split} split ({len(labels)} images{held_out}); "
                     f"use at most {len(labels)} or leave it unset"
                 )
-            idx = balanced_indices(labels, n, ds.num_classes)
+            idx = balanced_indices(labels, n, ds.num_classes, seed=train_seed if split == "train" else SUBSET_SEED)
             images, labels = images[idx], labels[idx]
         splits[split] = (images, labels)
     return dataclasses.replace(ds, train_images=splits["train"][0], train_labels=splits["train"][1],

@@ -19,7 +19,6 @@ that differ in weight decay or augmentation start from the same weights and see 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -30,7 +29,7 @@ import torch
 from torch import nn
 
 from ablations.augment import Policy, build_policy
-from ablations.config import Status, TrainConfig
+from ablations.config import Status, TrainConfig, stream_seed
 from ablations.data import TensorDataset, load_dataset
 from ablations.devices import device_name, peak_memory_bytes, reset_peak_memory, resolve_device, resolve_precision
 from ablations.errors import UserError
@@ -122,16 +121,6 @@ class Run:
         return x, self.data.train_labels[indices]
 
 
-RANDOM_STREAMS = ("init", "order", "augment")
-
-
-def stream_seed(seed: int, stream: str) -> int:
-    """A 63-bit seed for one named random stream of a run, derived from the run's seed alone."""
-    if stream not in RANDOM_STREAMS:
-        raise ValueError(f"unknown random stream {stream!r}; one of {RANDOM_STREAMS}")
-    return int.from_bytes(hashlib.sha256(f"{seed}/{stream}".encode()).digest()[:8], "little") >> 1
-
-
 def make_optimizer(model: nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
     """SGD as in the notebook; norm and bias parameters skip decay if cfg says so."""
     decay = [p for p in model.parameters() if cfg.decay_norm_and_bias or p.ndim > 1]
@@ -150,7 +139,7 @@ def build_run(cfg: TrainConfig, data: TensorDataset | None = None) -> Run:
     if data is None:
         data = load_dataset(
             cfg.dataset, data_root=cfg.data_root, train_subset=cfg.train_subset, val_subset=cfg.val_subset,
-            test_subset=cfg.test_subset, device=device,
+            test_subset=cfg.test_subset, subset_seed=cfg.train_subset_seed, device=device,
         )
     data = data.to(device)
     # Full batches only: a ragged last batch of a few images gives BatchNorm noisy statistics

@@ -70,3 +70,13 @@ def test_bad_values_are_one_line_errors_that_say_what_to_do(values, message):
 def test_wrong_types_are_refused_even_from_python():
     with pytest.raises(UserError, match="epochs"):
         TrainConfig(epochs=2.5)  # type: ignore[arg-type]
+
+
+def test_a_setting_added_later_keeps_earlier_run_ids_at_its_default():
+    base = TrainConfig(train_subset=1000)
+    # the id of this config before subset_per_seed existed (published stores hold it)
+    assert "subset_per_seed" not in base.canonical_json()
+    per_seed = TrainConfig(train_subset=1000, subset_per_seed=True)
+    assert per_seed.run_id != base.run_id and per_seed.train_subset_seed != TrainConfig(
+        train_subset=1000, subset_per_seed=True, seed=1).train_subset_seed
+    assert base.train_subset_seed is None

@@ -31,6 +31,25 @@ def test_subsets_are_class_balanced_and_seeded():
     assert sorted(torch.bincount(a.test_labels, minlength=10).tolist()) == [20] * 5 + [21] * 5
 
 
+def test_a_subset_drawn_per_seed_varies_with_the_seed_and_leaves_validation_and_test_alone():
+    from ablations.config import TrainConfig
+
+    def load(seed: int, per_seed: bool = True):
+        cfg = TrainConfig(dataset="mnist", train_subset=1000, val_subset=500, test_subset=300, seed=seed,
+                          subset_per_seed=per_seed)
+        return load_dataset("mnist", train_subset=1000, val_subset=500, test_subset=300,
+                            subset_seed=cfg.train_subset_seed)
+
+    fixed, a, a_again, b = load(0, per_seed=False), load(0), load(0), load(1)
+    assert torch.equal(a.train_images, a_again.train_images)  # a seed's subset is reproducible
+    assert not torch.equal(a.train_images, b.train_images) and not torch.equal(a.train_images, fixed.train_images)
+    assert torch.bincount(b.train_labels, minlength=10).tolist() == [100] * 10  # still class-balanced
+    for split in ("val", "test"):
+        assert all(torch.equal(x.split(split)[0], fixed.split(split)[0]) for x in (a, b))
+    val = {bytes(img.numpy()) for img in a.val_images}
+    assert not any(bytes(img.numpy()) in val for img in b.train_images)
+
+
 def test_validation_is_class_balanced_the_same_for_every_subset_and_never_trained_on():
     a = load_dataset("mnist", train_subset=1000, val_subset=500)
     b = load_dataset("mnist", train_subset=3000, val_subset=500)

@@ -9,7 +9,8 @@ import torch
 from ablations.config import TrainConfig
 from ablations.devices import resolve_precision
 from ablations.models import build_model
-from ablations.trainer import build_run, make_optimizer, stream_seed, train, train_one_epoch
+from ablations.config import stream_seed
+from ablations.trainer import build_run, make_optimizer, train, train_one_epoch
 
 SYNTHETIC = TrainConfig(dataset="synthetic", epochs=3, batch_size=64, device="cpu")
 
