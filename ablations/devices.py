@@ -9,6 +9,7 @@ bf16 1.4-1.5x fp32; on an AVX2-only EPYC bf16 is emulated and slower, so fp32 st
 from __future__ import annotations
 
 import functools
+import os
 import platform
 import resource
 from pathlib import Path
@@ -70,6 +71,16 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "cpu"
 
 
+# oneDNN's ISA levels as its own bit masks (dnnl_cpu_isa_t): a level includes every level whose bits it holds.
+ONEDNN_ISA_MASKS = {
+    "SSE41": 0x1, "AVX": 0x3, "AVX2": 0x7, "AVX2_VNNI": 0xF, "AVX2_VNNI_2": 0x1F, "AVX512_CORE": 0x27,
+    "AVX512_CORE_VNNI": 0x67, "AVX512_CORE_BF16": 0xE7, "AVX10_1_512": 0x1EF, "AVX512_CORE_FP16": 0x1EF,
+    "AVX10_1_512_AMX": 0xFEF, "AVX512_CORE_AMX": 0xFEF, "AVX10_1_512_AMX_FP16": 0x1FEF, "AVX512_CORE_AMX_FP16": 0x1FEF,
+}
+# The least oneDNN level each fast-bf16 capability needs.
+_BF16_NEEDS = {AMX_BF16: ONEDNN_ISA_MASKS["AVX512_CORE_AMX"], AVX512_BF16: ONEDNN_ISA_MASKS["AVX512_CORE_BF16"]}
+
+
 @functools.cache
 def cpu_capability() -> str:
     """What this CPU runs bf16 matrix math on, as torch and oneDNN see it.
@@ -77,15 +88,32 @@ def cpu_capability() -> str:
     torch enables AMX tiles itself (`_init_amx` asks the kernel for them and says whether it
     got them); AVX512-BF16 has no torch query, so the kernel's CPU flags answer that one.
     Otherwise torch's own vector ISA level (AVX2, AVX512, ...): bf16 is emulated there.
+    oneDNN's and ATen's own overrides cap it, so `ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2`
+    runs an AMX machine as an AVX2 one (precision auto -> fp32), as the kernels themselves then do.
     """
     import torch
 
+    found = torch.backends.cpu.get_cpu_capability()  # honours ATEN_CPU_CAPABILITY itself
     init_amx = getattr(getattr(torch._C, "_cpu", None), "_init_amx", None)
     if init_amx is not None and init_amx():
-        return AMX_BF16
-    if "avx512_bf16" in _cpu_flags() and torch.backends.mkldnn.is_available():
-        return AVX512_BF16
-    return torch.backends.cpu.get_cpu_capability()
+        found = AMX_BF16
+    elif "avx512_bf16" in _cpu_flags() and torch.backends.mkldnn.is_available():
+        found = AVX512_BF16
+    if found in _BF16_NEEDS and (_onednn_isa_cap() & _BF16_NEEDS[found] != _BF16_NEEDS[found] or _aten_below_avx512()):
+        return torch.backends.cpu.get_cpu_capability()
+    return found
+
+
+def _onednn_isa_cap() -> int:
+    """The ISA bits oneDNN may use: all, unless ONEDNN_MAX_CPU_ISA (or its older name) lowers them."""
+    value = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    return ONEDNN_ISA_MASKS.get(value, -1)  # DEFAULT, ALL or unset: no cap
+
+
+def _aten_below_avx512() -> bool:
+    """ATEN_CPU_CAPABILITY set to a level without AVX-512 (default, avx2): ATen's bf16 kernels are emulated."""
+    value = os.environ.get("ATEN_CPU_CAPABILITY", "").strip().lower()
+    return bool(value) and not value.startswith("avx512")
 
 
 def _cpu_flags() -> set[str]:

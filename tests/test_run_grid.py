@@ -46,7 +46,9 @@ def test_smoke_end_to_end_then_resume_skips_everything(results_dir):
     assert len(table) == SMOKE_RUNS and {r[1] for r in table} == {"done"} and {r[3] for r in table} == {1}
     with Store.open_existing(store_path(results_dir)) as store:
         runs = store.runs()
-    assert min(r["final_test_acc"] for r in runs) > 0.5  # synthetic data is learnable: chance is 0.1
+    # Chance is 0.1; a guesser passes 0.2 of 256 test images with probability < 1e-6. Every run measured
+    # 0.94-1.00 in fp32 and bf16 (binomial std at 0.94: 0.015), so 0.8 fails only a run that did not learn.
+    assert min(r["final_test_acc"] for r in runs) > 0.8
     assert all(r["provenance"]["torch"] and r["provenance"]["device_name"] for r in runs)
 
     again = run_grid(results_dir, "--no-report")

@@ -1,15 +1,15 @@
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from ablations.config import TrainConfig
+from ablations.config import TrainConfig, stream_seed
 from ablations.devices import resolve_precision
 from ablations.models import build_model
-from ablations.config import stream_seed
 from ablations.trainer import build_run, make_optimizer, train, train_one_epoch
 
 SYNTHETIC = TrainConfig(dataset="synthetic", epochs=3, batch_size=64, device="cpu")
@@ -102,6 +102,22 @@ def test_random_streams_are_distinct_and_follow_the_seed():
 ])
 def test_auto_precision_follows_the_hardware(precision, device, capability, expected):
     assert resolve_precision(precision, device, capability) == expected
+
+
+@pytest.mark.parametrize("overrides", [
+    {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"},  # what CI sets to run the AVX2 path
+    {"ONEDNN_MAX_CPU_ISA": "avx2"},
+    {"ATEN_CPU_CAPABILITY": "default"},
+])
+def test_onednn_and_aten_overrides_run_any_cpu_as_one_without_fast_bf16(overrides):
+    code = ("from ablations.devices import cpu_capability, resolve_precision as r; "
+            "print(cpu_capability(), r('auto', 'cpu'))")
+    env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
+    out = subprocess.run([sys.executable, "-c", code], env={**env, **overrides}, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out[0] not in ("AMX-BF16", "AVX512-BF16") and out[1] == "fp32", out
+    if overrides.get("ATEN_CPU_CAPABILITY") == "avx2":
+        assert out[0] == "AVX2"
 
 
 def test_a_run_records_the_precision_it_resolved(synthetic):
