@@ -202,7 +202,7 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(results_dir):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: full, notebook, notebook_cpu, precision_parity, quick, smoke"),
+        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: full, notebook, notebook_cpu, notebook_pilot, precision_parity, quick, smoke"),
         (["--axis", "colour=red"], "error: unknown setting 'colour'; choose one of:"),
         (["--axis", "augment=none,mixup"], "error: unknown augmentation policy 'mixup'"),
         (["--set", "weight-decay=-1"], "error: weight-decay must be 0 or more"),
