@@ -27,7 +27,7 @@ def device():
 @pytest.fixture(scope="session")
 def synthetic(device):
     """The small learnable dataset (1,024 train / 512 test, 10 classes, 28 px), on the device."""
-    from ablations.data import load_dataset
+    from ablations.data.dataset import load_dataset
 
     return load_dataset("synthetic", device=device)
 
@@ -35,7 +35,7 @@ def synthetic(device):
 @pytest.fixture(scope="session")
 def mnist_small(device):
     """Real MNIST: a class-balanced 5,000-image training subset and 2,000 test images."""
-    from ablations.data import load_dataset
+    from ablations.data.dataset import load_dataset
 
     return load_dataset("mnist", train_subset=5000, test_subset=2000, device=device)
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from ablations.cli import main
+from ablations.cli.main import main
 
 sys.exit(main())

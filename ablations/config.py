@@ -13,11 +13,11 @@ import json
 import math
 import os
 import typing
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from ablations.augment_ops import OPS
 from ablations.errors import UserError, unknown_name
 
 
@@ -47,7 +47,9 @@ MODELS = ("notebook_resnet", "notebook_resnet_adaptive")  # built in: ablations.
 MODEL_SOURCES = ("torchvision", "timm")
 MODEL_FORMS = (*MODELS, *(f"{source}:NAME" for source in MODEL_SOURCES))
 LIST_MODELS = "ablations train --list-models"
-AUGMENT_OPS = tuple(OPS)  # declared once, with their steps, in ablations.augment_ops
+# The augmentation ops by name, in the order help lists them; each is built from its steps in
+# ablations.augment.ops, which checks at import that it implements exactly these.
+AUGMENT_OPS = ("none", "notebook", "crop", "center_crop", "hflip", "vflip", "rotate", "brightness", "contrast", "hue")
 SCHEDULES = ("constant", "step", "multistep", "cosine", "warmup_cosine", "onecycle", "exponential")
 PRECISIONS = ("auto", "fp32", "bf16")
 
@@ -367,3 +369,17 @@ def _non_negative(cfg: TrainConfig, *names: str) -> None:
         if getattr(cfg, name) < 0:
             raise UserError(f"{name.replace('_', '-')} must be 0 or more, got {getattr(cfg, name)}")
 
+
+# ---- labels ----------------------------------------------------------------------------
+def cell_label(config: Mapping[str, Any], axes: Iterable[str]) -> str:
+    """A config's coordinates on `axes`, e.g. 'augment=notebook weight_decay=0.001'; '' with no axes.
+    `config` as a run stores it (TrainConfig.to_dict()), so a run read back from the store gets the same label."""
+    return " ".join(f"{n}={_fmt(config.get(n))}" for n in axes)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    if isinstance(value, (tuple, list)):
+        return ",".join(f"{v:g}" for v in value)
+    return str(value)

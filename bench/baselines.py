@@ -18,9 +18,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import InterpolationMode, v2
 
-from ablations.augment import Policy
-from ablations.data import balanced_indices, resolve_data_root
-from ablations.trainer import Run, train_step
+from ablations.augment.policy import Policy
+from ablations.data.dataset import balanced_indices, resolve_data_root
+from ablations.run.build import Run
+from ablations.run.loop import train_step
 
 BILINEAR = InterpolationMode.BILINEAR
 

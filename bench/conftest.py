@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablations.data import TensorDataset, load_dataset
-from ablations.devices import cpu_model, device_name
+from ablations.data.dataset import TensorDataset, load_dataset
+from ablations.run.devices import cpu_model, device_name
 from bench.peaks import GEMM_SIZE, PeakMeter, peak_flops
 from bench.record import Registry
 from bench.runs import BENCH_DEVICE, CPU_CAPABILITY, PEAK_DTYPE, PRECISIONS

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import torch
 
-from ablations.augment import Policy
+from ablations.augment.policy import Policy
 
 KINDS = ("resize", "hflip", "vflip", "crop", "rotate", "brightness", "contrast")
 

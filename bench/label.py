@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-from ablations.devices import cpu_capability, cpu_model, device_name
+from ablations.run.devices import cpu_capability, cpu_model, device_name
 from bench.runs import BENCH_DEVICE
 
 # Marks and filler words in model names ("Intel(R) Core(TM) i7-8700 CPU @ 3.20GHz").

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ablations.devices import peak_memory_bytes
+from ablations.run.devices import peak_memory_bytes
 
 
 @dataclass(frozen=True)

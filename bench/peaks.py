@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ablations.devices import device_name
-from ablations.models import build_model
+from ablations.models.notebook import build_model
+from ablations.run.devices import device_name
 from bench.measure import synchronize
 
 FLOPS_CONVENTION = "2 x MACs (conv + matmul; norm and activations not counted; train = forward + backward)"

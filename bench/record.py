@@ -16,7 +16,7 @@ from collections import defaultdict
 
 import torch
 
-from ablations.devices import device_name
+from ablations.run.devices import device_name
 from bench.measure import Timing
 from bench.peaks import FLOPS_CONVENTION
 from bench.runs import PEAK_DTYPE

@@ -1,6 +1,6 @@
 """The benchmark device, the precisions it is measured in, and the one way a suite sets up a run.
 
-Every benchmark that trains or evaluates a model builds it with `ablations.trainer.build_run`
+Every benchmark that trains or evaluates a model builds it with `ablations.run.build.build_run`
 (here, through `bench_run`), so the step it times is the step the grid runs: the same policy,
 model, memory format, optimizer, resolved precision and autocast.
 """
@@ -12,9 +12,9 @@ import os
 import torch
 
 from ablations.config import TrainConfig
-from ablations.data import TensorDataset
-from ablations.devices import FAST_BF16_CAPABILITIES, cpu_capability, resolve_device
-from ablations.trainer import Run, build_run
+from ablations.data.dataset import TensorDataset
+from ablations.run.build import Run, build_run
+from ablations.run.devices import FAST_BF16_CAPABILITIES, cpu_capability, resolve_device
 
 # The parameter grid depends on the device (bf16 where it is fast, batch 1024 on CUDA), and
 # parametrization happens at collection, so the device is resolved once, at import.

@@ -28,8 +28,8 @@ import itertools
 import pytest
 import torch
 
-from ablations.models import count_parameters
-from ablations.trainer import train_one_epoch, train_step
+from ablations.models.notebook import count_parameters
+from ablations.run.loop import train_one_epoch, train_step
 from bench.baselines import bare_epoch, mnist_loader, notebook_epoch
 from bench.kernel_ceiling import kernel_share, record_matrix_ops
 from bench.measure import measure

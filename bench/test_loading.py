@@ -18,7 +18,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablations.augment import build_policy
+from ablations.augment.policy import build_policy
 from bench.baselines import mnist_loader
 from bench.measure import measure
 from bench.record import BASELINE, CANDIDATE, record

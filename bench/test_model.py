@@ -21,8 +21,8 @@ import torch
 
 from ablations.config import check_model
 from ablations.errors import UserError
-from ablations.models import count_parameters
-from ablations.trainer import train_step
+from ablations.models.notebook import count_parameters
+from ablations.run.loop import train_step
 from bench.measure import measure
 from bench.peaks import flops_per_image
 from bench.record import BASELINE, CANDIDATE, record

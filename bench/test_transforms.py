@@ -26,7 +26,7 @@ import pytest
 import torch
 from PIL import Image
 
-from ablations.augment import build_policy
+from ablations.augment.policy import build_policy
 from bench.baselines import v2_compose
 from bench.kornia_variant import KorniaAugment, not_covered
 from bench.measure import measure, torch_threads

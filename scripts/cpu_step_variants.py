@@ -43,9 +43,10 @@ from pathlib import Path
 import torch
 
 from ablations.config import TrainConfig
-from ablations.data import TensorDataset
-from ablations.models import NotebookResNet
-from ablations.trainer import Run, build_run, evaluate, train_step
+from ablations.data.dataset import TensorDataset
+from ablations.models.notebook import NotebookResNet
+from ablations.run.build import Run, build_run
+from ablations.run.loop import evaluate, train_step
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not installed: import it from the checkout
 from bench.kernel_ceiling import MatrixOp, Replay, record_matrix_ops, step_seconds  # noqa: E402

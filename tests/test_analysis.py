@@ -18,9 +18,9 @@ from statsmodels.stats.multitest import multipletests
 from statsmodels.stats.power import TTestIndPower, TTestPower
 from test_report_store import build_store, frame
 
-from ablations.report import analyse
 from ablations.report.runs import load_runs
-from ablations.store import Store, store_path
+from ablations.report.study import analyse
+from ablations.store.sqlite import Store, store_path
 
 AXES = ["augment", "weight_decay", "schedule"]
 BASE = {"augment": "none", "weight_decay": "0", "schedule": "constant"}

@@ -1,4 +1,4 @@
-"""The Python API: ablations.train / run_grid / load_runs / report, called as a user's script would."""
+"""The Python API (ablations.api): train / run_grid / load_runs / report, called as a user's script would."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ablations import TrainConfig, UserError, load_epochs, load_runs, report, run_grid, train
-from ablations.store import Store, store_path
+from ablations.api import TrainConfig, UserError, load_epochs, load_runs, report, run_grid, train
+from ablations.store.sqlite import Store, store_path
 
 # The smoke grid is 2 augment x 2 weight decays x 2 seeds; the tests train its no-augmentation half
 NO_AUGMENT = {"augment": "none"}
@@ -34,7 +34,10 @@ def test_train_settings_override_the_config_and_bad_ones_raise():
 
 
 def test_run_grid_returns_one_typed_row_per_run_and_resumes(tmp_path, capsys):
-    first = run_grid("smoke", results=tmp_path, only=NO_AUGMENT, workers=1)
+    result = run_grid("smoke", results=tmp_path, only=NO_AUGMENT, workers=1)
+    assert (result.grid, result.store, result.skipped, result.counts) == ("smoke", store_path(tmp_path), 0,
+                                                                          {"done": SMOKE_RUNS})
+    first = result.runs()
     assert len(first) == SMOKE_RUNS and set(first["status"]) == {"done"}
     assert first["weight_decay"].dtype == float and sorted(first["weight_decay"].unique()) == [0.0, 1e-3]
     assert set(first["augment"]) == {"none"} and sorted(first["seed"]) == [0, 0, 1, 1]
@@ -44,8 +47,10 @@ def test_run_grid_returns_one_typed_row_per_run_and_resumes(tmp_path, capsys):
     finished = _finished_at(tmp_path)
 
     capsys.readouterr()
-    second = run_grid("smoke", results=tmp_path, only=NO_AUGMENT, workers=1)
+    again = run_grid("smoke", results=tmp_path, only=NO_AUGMENT, workers=1)
     assert f"{SMOKE_RUNS} finished before, 0 to run" in capsys.readouterr().out
+    assert (again.skipped, again.counts) == (SMOKE_RUNS, {})
+    second = again.runs()
     assert _finished_at(tmp_path) == finished  # nothing trained twice
     pd.testing.assert_frame_equal(first.drop(columns=["config", "provenance"]),
                                   second.drop(columns=["config", "provenance"]))
@@ -54,7 +59,7 @@ def test_run_grid_returns_one_typed_row_per_run_and_resumes(tmp_path, capsys):
 
 def test_run_grid_edits_axes_with_typed_values_and_filters(tmp_path):
     frame = run_grid("smoke", results=tmp_path, axes={"weight_decay": [0.0, 5e-4]}, set={"augment": "none"},
-                     seeds=[3], only={"weight_decay": 5e-4}, workers=1)
+                     seeds=[3], only={"weight_decay": 5e-4}, workers=1).runs()
     assert frame[["weight_decay", "seed"]].values.tolist() == [[5e-4, 3]]
     assert "augment" not in frame.columns  # fixed, no longer an axis
     assert frame.loc[0, "config"]["augment"] == "none"
@@ -101,16 +106,27 @@ def test_report_writes_the_page_from_the_store(tmp_path):
     assert "smoke" in page.read_text() and (tmp_path / "report" / "REPORT.html").is_file()
 
 
-def test_the_functions_win_over_the_command_modules_of_the_same_name():
-    import ablations.report.runs  # noqa: F401  importing submodules must not replace the functions
-    import ablations.run_grid  # noqa: F401
-    import ablations.train  # noqa: F401
+def test_train_returns_its_provenance_and_a_crash_as_a_failed_result():
+    result = train(TrainConfig(dataset="synthetic", epochs=1, batch_size=64, test_subset=64))
+    assert result.provenance["split_sizes"] == {"train": 922, "val": 102, "test": 64}
+    assert result.provenance["param_count"] == result.param_count > 0
+    with pytest.raises(UserError, match="batch-size 4096 is larger than the training set"):
+        train(TrainConfig(dataset="synthetic", epochs=1, batch_size=4096))
 
-    assert ablations.run_grid is run_grid and ablations.train is train and ablations.report is report
+
+def test_the_package_namespace_keeps_its_modules_and_the_api_its_functions():
+    import ablations
+    import ablations.api
+    import ablations.run_grid
+    import ablations.train
+
+    assert type(ablations.train).__name__ == "module" and callable(ablations.api.train)
+    assert ablations.run_grid.main is ablations.cli.grid.main
+    assert ablations.api.run_grid.__module__ == "ablations.api"
 
 
 def test_importing_the_api_loads_neither_torch_nor_pandas():
-    code = "import sys, ablations; from ablations import run_grid; print('torch' in sys.modules, 'pandas' in sys.modules)"
+    code = "import sys, ablations; from ablations.api import run_grid; print('torch' in sys.modules, 'pandas' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "False"]
 
@@ -123,8 +139,8 @@ def _finished_at(results) -> dict[str, float]:
 def test_run_grid_with_worker_processes_from_a_script_without_a_main_guard(tmp_path):
     """Spawned workers must not re-run the caller's script (it would start the grid again in each)
     nor need it as a file (a script piped to python has none)."""
-    script = (f"from ablations import run_grid\n"
-              f"df = run_grid('smoke', results={str(tmp_path)!r}, only={{'seed': 0, 'augment': 'none'}}, workers=2)\n"
+    script = (f"from ablations.api import run_grid\n"
+              f"df = run_grid('smoke', results={str(tmp_path)!r}, only={{'seed': 0, 'augment': 'none'}}, workers=2).runs()\n"
               f"print('statuses', *df['status'])\n")
     proc = subprocess.run([sys.executable, "-"], input=script, capture_output=True, text=True, timeout=600,
                           cwd=tmp_path)
@@ -144,7 +160,7 @@ def test_run_grid_from_a_thread_that_cannot_set_signal_handlers(tmp_path):
 
     def work():
         found["frame"] = run_grid("smoke", results=tmp_path, only={"augment": "none", "weight_decay": 0, "seed": 0},
-                                  workers=1)
+                                  workers=1).runs()
 
     thread = threading.Thread(target=work)
     thread.start()

@@ -17,8 +17,8 @@ from PIL import Image
 from torchvision import transforms as T
 from torchvision.transforms import functional as TF
 
-from ablations.augment import GEOMETRIC_OPS, PHOTOMETRIC_OPS, ROTATE_DEGREES, build_policy
-from ablations.augment_ops import OPS
+from ablations.augment.ops import OPS
+from ablations.augment.policy import GEOMETRIC_OPS, PHOTOMETRIC_OPS, ROTATE_DEGREES, build_policy
 from ablations.config import AUGMENT_OPS
 from ablations.errors import UserError
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from ablations.augment_ops import OPS
-from ablations.cli import COMMANDS, main
+from ablations.augment.ops import OPS
+from ablations.cli.main import COMMANDS, main
 from ablations.config import DATASETS, MODEL_FORMS, PRECISIONS, SCHEDULES
 
 REPO = Path(__file__).resolve().parents[1]

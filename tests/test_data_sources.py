@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from ablations.config import TrainConfig
-from ablations.data import load_dataset
+from ablations.data.dataset import load_dataset
+from ablations.data.image_folder import TEST_SHARE
 from ablations.errors import UserError
-from ablations.image_folder import TEST_SHARE
-from ablations.store import store_path
+from ablations.store.sqlite import store_path
 
 REPO = Path(__file__).resolve().parents[1]
 # Send any download attempt to a closed port on this machine: "no network", on every machine.

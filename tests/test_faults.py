@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from ablations.grid import load_grid
-from ablations.store import STORE_NAME, Store, new_owner
+from ablations.grid.spec import load_grid
+from ablations.store.sqlite import STORE_NAME, Store, new_owner
 
 REAL_MNIST = Path(os.environ.get("ABLATIONS_DATA_ROOT", "")) / "MNIST" / "raw"
 needs_mnist = pytest.mark.skipif(not REAL_MNIST.is_dir(), reason="needs the real MNIST files")

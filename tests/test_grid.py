@@ -1,7 +1,7 @@
 import pytest
 
 from ablations.errors import UserError
-from ablations.grid import available_grids, grid_from_dict, load_grid, only
+from ablations.grid.spec import available_grids, grid_from_dict, load_grid, only, parse_assignments, parse_axes
 
 
 def test_named_grids_exist_and_validate():
@@ -72,11 +72,12 @@ def test_quick_grid_is_big_enough_to_show_differences():
 
 
 def test_command_line_edits():
-    grid = load_grid("smoke").with_fixed(["epochs=2", "weight-decay=5e-4"]).with_axes(["schedule=constant,step"])
+    grid = load_grid("smoke").with_fixed_values(parse_assignments(["epochs=2", "weight-decay=5e-4"], "--set")).with_axis_values(
+        parse_axes(["schedule=constant,step"]))
     configs = grid.with_seeds(3).configs()
     assert len(configs) == 2 * 2 * 3  # weight decay became fixed, schedule an axis
     assert {c.epochs for c in configs} == {2} and {c.weight_decay for c in configs} == {5e-4}
-    assert len(only(configs, ["augment=hflip", "seed=0"])) == 2
+    assert len(only(configs, parse_assignments(["augment=hflip", "seed=0"], "--only"))) == 2
 
 
 @pytest.mark.parametrize(
@@ -91,10 +92,10 @@ def test_command_line_edits():
         (lambda: grid_from_dict("g", {"seeds": [0, -1]}), "seeds: expected a count"),
         (lambda: grid_from_dict("g", {"fixed": 3}), r"\[fixed\] must be a table of settings"),
         (lambda: load_grid("smoke").with_seeds(0), "--seeds must be 1 or more, got 0"),
-        (lambda: load_grid("smoke").with_axes(["colour=red"]), "unknown setting 'colour'"),
-        (lambda: load_grid("smoke").with_axes(["augment=none,mixup"]).configs(), "unknown augmentation policy 'mixup'"),
-        (lambda: load_grid("smoke").with_fixed(["epochs"]), "--set 'epochs': expected key=value"),
-        (lambda: load_grid("smoke").with_fixed(["epochs=many"]), "epochs: 'many' is not a valid int"),
+        (lambda: load_grid("smoke").with_axis_values(parse_axes(["colour=red"])), "unknown setting 'colour'"),
+        (lambda: load_grid("smoke").with_axis_values(parse_axes(["augment=none,mixup"])).configs(), "unknown augmentation policy 'mixup'"),
+        (lambda: load_grid("smoke").with_fixed_values(parse_assignments(["epochs"], "--set")), "--set 'epochs': expected key=value"),
+        (lambda: load_grid("smoke").with_fixed_values(parse_assignments(["epochs=many"], "--set")), "epochs: 'many' is not a valid int"),
         (lambda: grid_from_dict("g", {"axes": {"lr": []}}), "axis 'lr' needs a non-empty list"),
         (lambda: grid_from_dict("g", {"axis": {}}), "unknown key"),
     ],

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from ablations.models import build_model
+from ablations.models.notebook import build_model
 from bench.kernel_ceiling import Replay, TensorSpec, kernel_share, record_matrix_ops
 from bench.peaks import flops_per_image
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from test_augment import ONE_PIL_OP, STEP, digit_images, smooth_images, to_pil
 
-from ablations.augment import ROTATE_DEGREES, build_policy
+from ablations.augment.policy import ROTATE_DEGREES, build_policy
 from bench.kornia_variant import KorniaAugment, not_covered
 
 K = pytest.importorskip("kornia.augmentation", reason="kornia is not installed (pip install -e '.[kornia]')")

@@ -15,7 +15,8 @@ import math
 import torch
 
 from ablations.config import TrainConfig
-from ablations.trainer import build_run, train_one_epoch
+from ablations.run.build import build_run
+from ablations.run.loop import train_one_epoch
 
 # momentum > 0 so the optimizer's state is part of the steady state too (created on step 1).
 # Precision auto: bf16 autocast on CUDA and AMX CPUs, fp32 elsewhere, as the grid trains.

@@ -15,9 +15,9 @@ import torch
 from torch import nn
 
 from ablations.errors import UserError
-from ablations.input_probe import check_input_size
-from ablations.models import build_model, count_parameters
-from ablations.store import Store, store_path
+from ablations.models.input_probe import check_input_size
+from ablations.models.notebook import build_model, count_parameters
+from ablations.store.sqlite import Store, store_path
 
 pytest.importorskip("timm", reason="timm models are the optional `timm` extra (in `test` too)")
 
@@ -74,7 +74,8 @@ def test_the_adapted_torchvision_stem_keeps_the_models_own_initialization():
 
 def test_the_trainers_step_fits_a_batch_in_bf16_channels_last(synthetic):
     from ablations.config import TrainConfig
-    from ablations.trainer import build_run, train_step
+    from ablations.run.build import build_run
+    from ablations.run.loop import train_step
 
     cfg = TrainConfig(dataset="synthetic", model="torchvision:resnet18", batch_size=16, lr=0.05, momentum=0.9,
                       precision="bf16", channels_last=True, device="cpu")
@@ -142,7 +143,7 @@ def test_a_model_the_meta_device_cannot_run_is_tried_on_the_cpu():
 
 
 def test_list_models_prints_every_source_and_filters_by_pattern():
-    from ablations.model_zoo import model_names
+    from ablations.models.zoo import model_names
 
     names = model_names()
     assert {"notebook_resnet", "notebook_resnet_adaptive", "torchvision:vit_b_16", "timm:convnext_atto"} <= set(names)

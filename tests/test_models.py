@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from ablations.errors import UserError
-from ablations.models import build_model, count_parameters
+from ablations.models.notebook import build_model, count_parameters
 
 
 def notebook_parameter_count(in_channels: int, num_classes: int) -> int:

@@ -28,16 +28,16 @@ import pytest
 
 import ablations
 from ablations.errors import UserError
-from ablations.provenance import git_commit
-from ablations.ray_cluster import for_workers, resolve_address
-from ablations.store import Store, store_path
+from ablations.grid.ray_cluster import for_workers, resolve_address
+from ablations.run.provenance import git_commit
+from ablations.store.sqlite import Store, store_path
 
 REPO = Path(ablations.__file__).resolve().parent.parent
 RAY_EXTRA = "Ray is the optional `ray` extra: pip install -e '.[ray]'"
 # One seed of the smoke grid: 4 runs of seconds each on a busy 2-core CPU, each learns (chance is 0.1).
 SMALL = ("--seeds", "1")
 ONE_RUN = (*SMALL, "--only", "augment=none", "--only", "weight_decay=0")
-# Ray's own connection retries are cut to about 15 s (ablations.ray_cluster.CONNECT_LIMITS); the
+# Ray's own connection retries are cut to about 15 s (ablations.grid.ray_cluster.CONNECT_LIMITS); the
 # rest is starting Python and importing torch on a loaded machine.
 FAILS_WITHIN_S = 60
 # Where a Ray process finds its cluster and token: the tests set them, whatever the caller's shell has.
@@ -192,7 +192,7 @@ def test_the_grid_runs_on_the_cluster_in_RAY_ADDRESS_with_the_code_it_ships(clus
 def test_the_drivers_data_root_reaches_the_workers(cluster, elsewhere, tmp_path, how):
     """A relative data root is the driver's folder, wherever the workers run: the head's folder has
     no `data` and its environment no ABLATIONS_DATA_ROOT, so only the driver's path finds MNIST."""
-    from ablations.data import resolve_data_root
+    from ablations.data.dataset import resolve_data_root
 
     mnist = resolve_data_root(None).resolve()
     if not (mnist / "MNIST" / "raw").is_dir():

@@ -16,10 +16,12 @@ import pandas as pd
 import pytest
 from test_report_store import BATCH, EPOCHS, PROVENANCE, build_store, frame, make_old
 
+from ablations.cli.report import main
 from ablations.errors import UserError, run_cli
-from ablations.report import analyse, main, publish, write_report
+from ablations.report.publish import publish, write_report
 from ablations.report.runs import load_runs, parse_baseline
-from ablations.store import Store, store_path
+from ablations.report.study import analyse
+from ablations.store.sqlite import Store, store_path
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -291,7 +293,7 @@ def test_bench_only_report_without_a_store(tmp_path: Path) -> None:
 
 # ---- command line ------------------------------------------------------------------------
 def test_cli_errors_are_one_line_with_exit_2(tmp_path: Path, capsys) -> None:
-    proc = python("import sys; from ablations.report import cli; cli()", "--results", str(tmp_path / "nowhere"))
+    proc = python("import sys; from ablations.cli.report import cli; cli()", "--results", str(tmp_path / "nowhere"))
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no run store at" in proc.stderr
     module = subprocess.run([sys.executable, "-m", "ablations.report", "--results", str(tmp_path / "nowhere")],
                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, capture_output=True, text=True,
@@ -313,7 +315,7 @@ def test_cli_writes_without_importing_torch(tmp_path: Path) -> None:
     build_store(tmp_path, augments=("none", "notebook"), wds=(0.0,), schedules=("constant",), seeds=(0, 1), extras=False)
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "augment_samples.png").write_bytes(PNG)
-    code = ("import sys; from ablations.report import main; import ablations.report.figures; "
+    code = ("import sys; from ablations.cli.report import main; import ablations.report.figures; "
             "assert 'torch' not in sys.modules; main(sys.argv[1:]); assert 'torch' not in sys.modules")
     proc = python(code, "--results", str(tmp_path), "--format", "md", "--bench", str(bench_json(tmp_path / "b.json")),
                   "--baseline", "augment=notebook")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from test_report_store import build_store
 
-from ablations.report import write_report
+from ablations.report.publish import write_report
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 # Root (CI containers) cannot use Chromium's sandbox; the page is our own file.

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ablations.config import TrainConfig
-from ablations.store import Store, new_owner, store_path
+from ablations.store.sqlite import Store, new_owner, store_path
 
 PROVENANCE = {"git_commit": "0123456789abcdef", "torch": "2.5.1", "device": "cpu", "device_name": "Test CPU (2 threads)",
               "precision": "fp32", "cpu_capability": "AVX2", "host": "test", "platform": "Linux", "cuda": None,

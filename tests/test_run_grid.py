@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ablations.store import Store, store_path
+from ablations.store.sqlite import Store, store_path
 
 SMOKE_RUNS = 8
 
@@ -232,21 +232,21 @@ def test_malformed_toml_exits_2(results_dir, tmp_path):
     (None, 0, "auto", 0.0), (None, 8, "auto", 0.25), (None, 8, "cpu", 0.0), (0.5, 8, "auto", 0.5), (0, 8, "cpu", 0.0),
 ])
 def test_ray_gives_each_run_a_gpu_share_where_the_cluster_has_gpus(requested, gpus, device, expected):
-    from ablations.backends import ray_gpu_share
+    from ablations.grid.executors import ray_gpu_share
 
     assert ray_gpu_share(requested, gpus, device) == expected
 
 
 def test_ray_refuses_no_gpu_share_on_a_cluster_with_gpus():
-    from ablations.backends import ray_gpu_share
     from ablations.errors import UserError
+    from ablations.grid.executors import ray_gpu_share
 
     with pytest.raises(UserError, match="--gpus-per-run 0 on a Ray cluster with 8 GPU.*would train every run on a CPU"):
         ray_gpu_share(0.0, 8, "auto")
 
 
 def test_the_grid_restores_the_callers_signal_handlers():
-    from ablations.run_grid import sigterm_as_interrupt
+    from ablations.grid.runner import sigterm_as_interrupt
 
     def mine(signum, frame):
         pass

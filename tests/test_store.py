@@ -19,8 +19,8 @@ import pytest
 
 from ablations.config import TrainConfig
 from ablations.errors import UserError
-from ablations.store import STORE_NAME, Store, new_owner
-from ablations.store_export import export_csv
+from ablations.store.export import export_csv
+from ablations.store.sqlite import STORE_NAME, Store, new_owner
 
 REPO = Path(__file__).resolve().parents[1]
 PROVENANCE = {"git_commit": "abc123", "torch": None, "host": "test"}
@@ -166,7 +166,7 @@ def test_stale_claim_is_taken_over(store: Store) -> None:
 # ---- processes -------------------------------------------------------------------------
 WORKER = """
 import json, sys, time
-from ablations.store import Store, new_owner
+from ablations.store.sqlite import Store, new_owner
 path, ids = sys.argv[1], sys.argv[2].split(",")
 owner, finished = new_owner(), []
 with Store(path) as store:
@@ -212,7 +212,7 @@ def test_two_processes_share_a_store(tmp_path: Path) -> None:
 
 CRASHER = """
 import json, sys
-from ablations.store import Store, new_owner
+from ablations.store.sqlite import Store, new_owner
 path, victim, others = sys.argv[1], sys.argv[2], sys.argv[3].split(",")
 owner = new_owner()
 store = Store(path)

@@ -28,8 +28,8 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 from tensorboard.plugins.hparams import plugin_data_pb2  # noqa: E402
 
-from ablations.store import STORE_NAME, Store  # noqa: E402
-from ablations.tracking import EPOCH_METRICS, FINAL_METRICS, RUN_ID_TAG, params  # noqa: E402
+from ablations.store.sqlite import STORE_NAME, Store  # noqa: E402
+from ablations.tracking.mapping import EPOCH_METRICS, FINAL_METRICS, RUN_ID_TAG, params  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 # Seconds on a CPU: 320 training images in batches of 32, 2 epochs, 2 cells of the smoke grid, seed 0.
@@ -297,15 +297,14 @@ def test_track_uri_without_track_is_refused_before_training(tmp_path) -> None:
 def test_a_tracker_that_fails_warns_once_and_the_run_goes_on(tmp_path, capsys) -> None:
     """The run's TensorBoard folder cannot be made (a file stands where it goes): the run trains to the end and
     comes back done, with one warning that says how to log it later."""
-    from ablations.backends import run_one
     from ablations.config import TrainConfig
-    from ablations.tracking import TrackSpec
+    from ablations.tracking.live import TrackSpec, tracked_run
 
     cfg = TrainConfig(dataset="synthetic", train_subset=320, val_subset=64, test_subset=64, batch_size=32, epochs=2,
                       device="cpu")
     (tmp_path / cfg.cell_id).write_text("in the way")
-    result = run_one(cfg.to_dict(), TrackSpec("tensorboard", str(tmp_path), "unused"))
-    assert result["status"] == "done" and len(result["epochs"]) == 2
+    result = tracked_run(cfg, TrackSpec("tensorboard", str(tmp_path), "unused"))
+    assert result.status == "done" and len(result.epochs) == 2
     warnings = capsys.readouterr().err.strip().splitlines()
     assert len(warnings) == 1 and warnings[0].startswith(f"warning: stopped logging run {cfg.run_id} to tensorboard")
     assert warnings[0].endswith("`ablations store export --to tensorboard` logs it later")

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from ablations.config import TrainConfig, stream_seed
-from ablations.devices import resolve_precision
-from ablations.models import build_model
-from ablations.trainer import build_run, make_optimizer, train, train_one_epoch
+from ablations.models.notebook import build_model
+from ablations.run.build import build_run, make_optimizer
+from ablations.run.devices import resolve_precision
+from ablations.run.loop import train, train_one_epoch
 
 SYNTHETIC = TrainConfig(dataset="synthetic", epochs=3, batch_size=64, device="cpu")
 
@@ -110,7 +111,7 @@ def test_auto_precision_follows_the_hardware(precision, device, capability, expe
     {"ATEN_CPU_CAPABILITY": "default"},
 ])
 def test_onednn_and_aten_overrides_run_any_cpu_as_one_without_fast_bf16(overrides):
-    code = ("from ablations.devices import cpu_capability, resolve_precision as r; "
+    code = ("from ablations.run.devices import cpu_capability, resolve_precision as r; "
             "print(cpu_capability(), r('auto', 'cpu'))")
     env = {k: v for k, v in os.environ.items() if k not in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY")}
     out = subprocess.run([sys.executable, "-c", code], env={**env, **overrides}, capture_output=True, text=True,

@@ -1,13 +1,7 @@
-"""The report of a grid: its store (and a benchmark JSON) -> tables, figures, REPORT.md.
+"""The report of a grid: its store (and a benchmark JSON) -> tables, figures, REPORT.md and REPORT.html.
 
-    python -m ablations.report --results runs/quick
-
-Reads only the store and the JSON, never torch. `publish` is what the grid calls; `cli` is the
-`ablations-report` command.
+Reads only the store and the JSON, never torch. `publish.publish` is what the grid calls;
+`study.analyse` decides what is computed. The command is `ablations report` (ablations.cli.report),
+also `python -m ablations.report`. Nothing is imported here, so that `--help` answers before
+pandas and matplotlib load.
 """
-
-from ablations.report.cli import cli, main
-from ablations.report.publish import DEFAULT_TARGET, publish, write_report
-from ablations.report.study import Study, analyse
-
-__all__ = ["DEFAULT_TARGET", "Study", "analyse", "cli", "main", "publish", "write_report"]

@@ -1,5 +1,5 @@
-"""python -m ablations.report: the same command as `ablations-report`."""
+"""python -m ablations.report: the `ablations report` command (ablations.cli.report)."""
 
-from ablations.report.cli import cli
+from ablations.cli.report import cli
 
 cli()

@@ -20,8 +20,8 @@ import pandas as pd
 from tabulate import tabulate
 
 from ablations.errors import UserError, unknown_name
+from ablations.report.options import FORMATS
 
-FORMATS = ("md", "tex", "html", "csv")
 TABLEFMT = {"md": "github", "tex": "latex_booktabs", "html": "html"}
 MISSING = "–"
 

@@ -15,13 +15,12 @@ from ablations.report.bench import Bench, load_bench, shown
 from ablations.report.blocks import to_markdown
 from ablations.report.format import FORMATS, check_formats, write_table
 from ablations.report.html import to_html
+from ablations.report.options import DEFAULT_TARGET
 from ablations.report.page import sections, table_title
 from ablations.report.runs import Runs, load_runs
 from ablations.report.study import analyse
-from ablations.store import Store, store_path
-from ablations.store_export import export_csv
-
-DEFAULT_TARGET = 0.98  # validation accuracy as a fraction, for "epochs to target"; --target changes it
+from ablations.store.export import export_csv
+from ablations.store.sqlite import Store, store_path
 
 
 def write_report(results: Path | None, out: Path, *, baseline: dict[str, Any] | None = None,

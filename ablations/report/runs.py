@@ -19,7 +19,7 @@ import pandas as pd
 
 from ablations.config import EXECUTION_FIELDS, Status, TrainConfig, field_types, normalize_key, parse_value
 from ablations.errors import UserError
-from ablations.store import Store
+from ablations.store.sqlite import Store
 
 PCT = 100.0
 # Science fields only: execution fields (device, data_root, ...) do not define a cell.

@@ -1,4 +1,5 @@
-"""ablations report: a grid's store (and benchmark JSON) -> tables, figures, REPORT.md and REPORT.html.
+"""ablations report (or python -m ablations.report): a grid's store (and benchmark JSON) -> tables,
+figures, REPORT.md and REPORT.html.
 
     ablations report                                            # runs/quick/runs.sqlite -> runs/quick/
     ablations report --results results/notebook_cpu --baseline augment=none,schedule=step
@@ -9,18 +10,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from ablations.errors import UserError, run_cli
-from ablations.report.format import FORMATS
-from ablations.report.publish import DEFAULT_TARGET, write_report
-from ablations.report.runs import parse_baseline
+from ablations import api
+from ablations.errors import run_cli
+from ablations.report.options import DEFAULT_TARGET, FORMATS
 
-DEFAULT_RESULTS = "runs/quick"  # where `ablations grid` writes by default
+DEFAULT_RESULTS = api.DEFAULT_RESULTS / "quick"  # where `ablations grid` writes by default
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ablations report", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="ablations report", description=__doc__.split("\n\n")[0].replace("\n", " "))
     p.add_argument("--results", default=None, metavar="DIR",
                    help=f"folder holding runs.sqlite [{DEFAULT_RESULTS}; none with only --bench]")
     p.add_argument("--out", default=None, metavar="DIR", help="where the report goes [the results folder]")
@@ -30,21 +29,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"table formats, comma-separated [{','.join(FORMATS)}]")
     p.add_argument("--target", type=float, default=DEFAULT_TARGET,
                    help=f"validation accuracy (fraction) for 'epochs to target' [{DEFAULT_TARGET}]")
-    p.add_argument("--bench", default=None, metavar="FILE.json", help="a pytest-benchmark JSON to add as Throughput")
+    p.add_argument("--bench", default=None, metavar="FILE.json", help="a pytest-benchmark JSON to add as Throughput "
+                                                                      "[none]")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    results = Path(args.results) if args.results else None if args.bench else Path(DEFAULT_RESULTS)
-    if results is None and not args.out:
-        raise UserError("--bench alone needs --out DIR: where its tables and REPORT.md go")
-    paths = write_report(
-        results, Path(args.out or results), baseline=parse_baseline(args.baseline) or None,
-        formats=args.format, bench=Path(args.bench) if args.bench else None, target=args.target,
-    )
-    for path in paths:
-        print(path)
+    results = args.results if args.results else None if args.bench else DEFAULT_RESULTS
+    page = api.report(results, args.out, baseline=args.baseline, bench=args.bench, formats=args.format,
+                      target=args.target)
+    print(f"report: {page}")
     return 0
 
 

@@ -10,15 +10,15 @@ import socket
 import subprocess
 from pathlib import Path
 
-import ablations
-from ablations.devices import cpu_capability, device_name
+from ablations import __version__
+from ablations.run.devices import cpu_capability, device_name
 
 # Versions stored beside this package's own, which is that of the code running: Ray may have
 # shipped it to a node where it is not installed.
 # timm: a timm:NAME model is defined by the installed version (left out where it is not installed).
 PACKAGES = ("torch", "torchvision", "timm", "numpy", "pandas", "scipy", "seaborn", "ray")
 # A copy of the package that Ray shipped to a worker has no git checkout around it: the driver
-# names the commit of the code it shipped (ablations.ray_cluster.worker_runtime_env).
+# names the commit of the code it shipped (ablations.grid.ray_cluster.worker_runtime_env).
 COMMIT_ENV = "ABLATIONS_GIT_COMMIT"
 
 
@@ -26,7 +26,7 @@ COMMIT_ENV = "ABLATIONS_GIT_COMMIT"
 def git_commit() -> str | None:
     if os.environ.get(COMMIT_ENV):
         return os.environ[COMMIT_ENV]
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # the checkout that holds ablations/
     try:
         out = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True
@@ -43,7 +43,7 @@ def git_commit() -> str | None:
 
 @functools.cache
 def package_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version(), "ablations": ablations.__version__}
+    versions = {"python": platform.python_version(), "ablations": __version__}
     for name in PACKAGES:
         try:
             versions[name] = importlib.metadata.version(name)

@@ -1,18 +1,19 @@
 """The two trackers' writers: an MLflow experiment and a TensorBoard log folder, each with a run log per run.
 
-What a run becomes (names, params, metrics, tags) is decided in `ablations.tracking`, once for both;
-this file only speaks each tracker's API. Each is imported only when asked for (`tracking.open_target`).
+What a run becomes (names, params, metrics, tags) is decided in `ablations.tracking.mapping`, once for
+both; this file only speaks each tracker's API. Each is imported only when asked for (`open_target`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from ablations.errors import UserError
-from ablations.tracking import (
+from ablations.tracking.mapping import (
     ATTEMPT_TAG,
     EPOCH_METRICS,
     FINAL_METRICS,
@@ -26,6 +27,7 @@ from ablations.tracking import (
     millis,
     one_line,
     params,
+    require,
     start_tags,
 )
 
@@ -158,3 +160,8 @@ class TensorBoardRunLog:
         self.writer.close()
 
 
+@functools.lru_cache(maxsize=4)
+def open_target(kind: str, where: str, experiment: str):  # -> trackers.MlflowTarget | trackers.TensorBoardTarget
+    """The tracker at `where` (an MLflow tracking URI or a TensorBoard folder), opened once per process."""
+    require(kind)
+    return MlflowTarget(where, experiment) if kind == "mlflow" else TensorBoardTarget(where)

@@ -24,13 +24,13 @@ from ablations.errors import EXIT_USAGE, UserError
 
 # name -> (module with main(argv) and, where it has one, build_parser(), one line of help)
 COMMANDS = {
-    "train": ("ablations.train", "train one run and print its metrics per epoch"),
-    "grid": ("ablations.run_grid", "run a grid of runs into a store, resumably, then write its report"),
-    "report": ("ablations.report.cli", "tables, figures, REPORT.md and REPORT.html from a store"),
-    "store": ("ablations.store", "read a grid's store: runs per status; export to CSV, Parquet, MLflow or TensorBoard"),
+    "train": ("ablations.cli.train", "train one run and print its metrics per epoch"),
+    "grid": ("ablations.cli.grid", "run a grid of runs into a store, resumably, then write its report"),
+    "report": ("ablations.cli.report", "tables, figures, REPORT.md and REPORT.html from a store"),
+    "store": ("ablations.cli.store", "read a grid's store: runs per status; export to CSV, Parquet, MLflow or TensorBoard"),
     "bench": (None, "throughput benchmarks: pytest bench --benchmark-only, other arguments passed on"),
 }
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def version() -> str:

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 
 from ablations.config import TrainConfig
-from ablations.store import Store, new_owner
+from ablations.store.sqlite import Store, new_owner
 
 HEARTBEAT_EVERY_S = 10.0
 STALE_AFTER_S = 60.0  # six missed heartbeats: the claim's process is gone

@@ -24,10 +24,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ablations.config import EXECUTION_FIELDS, TrainConfig, canonical_dataset, field_types, normalize_key, parse_value
+from ablations.config import (
+    EXECUTION_FIELDS,
+    TrainConfig,
+    canonical_dataset,
+    cell_label,
+    field_types,
+    normalize_key,
+    parse_value,
+)
 from ablations.errors import UserError
 
-GRIDS_DIR = Path(__file__).resolve().parent / "grids"
+GRIDS_DIR = Path(__file__).resolve().parents[1] / "grids"  # ablations/grids/*.toml
 TOP_LEVEL_KEYS = {"description", "seeds", "fixed", "axes"}
 
 
@@ -67,11 +75,7 @@ class Grid:
         """The run's coordinates on this grid's axes, e.g. 'augment=notebook weight_decay=0.001'."""
         return cell_label(cfg.to_dict(), self.axes) or "(single cell)"
 
-    # ---- command-line edits (each returns a new grid) ----------------------------------
-    def with_fixed(self, assignments: list[str]) -> Grid:
-        """`--set key=value` strings."""
-        return self.with_fixed_values(dict(_split_assignment(a, "--set") for a in assignments))
-
+    # ---- edits (each returns a new grid) -----------------------------------------------
     def with_fixed_values(self, values: Mapping[str, Any]) -> Grid:
         """Fix settings for every run; a fixed value replaces an axis of the same name."""
         fixed = dict(self.fixed)
@@ -81,11 +85,6 @@ class Grid:
             fixed[key] = _parse(key, value)
             axes.pop(key, None)
         return dataclasses.replace(self, fixed=fixed, axes=axes)
-
-    def with_axes(self, assignments: list[str]) -> Grid:
-        """`--axis key=v1,v2` strings."""
-        return self.with_axis_values({key: _split_values(key, value)
-                                      for key, value in (_split_assignment(a, "--axis") for a in assignments)})
 
     def with_axis_values(self, values: Mapping[str, Iterable[Any]]) -> Grid:
         """Add or replace axes (key -> levels); an axis replaces a fixed value of the same name."""
@@ -107,14 +106,25 @@ class Grid:
         return dataclasses.replace(self, seeds=parse_seeds(n, "--seeds"))
 
 
-def only(configs: list[TrainConfig], filters: list[str]) -> list[TrainConfig]:
-    """Keep the runs whose config matches every `key=value` filter (--only)."""
-    for key, value in (_split_assignment(f, "--only") for f in filters):
-        wanted = _parse(key, value)
+def only(configs: list[TrainConfig], wanted: Mapping[str, Any]) -> list[TrainConfig]:
+    """Keep the runs whose config matches every `key: value` (values typed, or as a flag gives them)."""
+    for key, value in wanted.items():
+        key = normalize_key(key)
+        value = _parse(key, value)
         if key == "dataset":  # configs hold an image folder's absolute path
-            wanted = canonical_dataset(wanted)
-        configs = [c for c in configs if getattr(c, key) == wanted]
+            value = canonical_dataset(value)
+        configs = [c for c in configs if getattr(c, key) == value]
     return configs
+
+
+def parse_assignments(texts: Iterable[str], flag: str) -> dict[str, str]:
+    """`key=value` strings (--set, --only) as {key: value}; the values are parsed with the setting's type later."""
+    return dict(_split_assignment(text, flag) for text in texts)
+
+
+def parse_axes(texts: Iterable[str]) -> dict[str, list[str]]:
+    """`key=v1,v2` strings (--axis) as {key: [v1, v2]}."""
+    return {key: _split_values(key, value) for key, value in (_split_assignment(t, "--axis") for t in texts)}
 
 
 def available_grids() -> list[str]:
@@ -196,17 +206,3 @@ def _split_values(key: str, value: str) -> list[str]:
     if not values:
         raise UserError(f"--axis {key}: give at least one value")
     return values
-
-
-def cell_label(config: Mapping[str, Any], axes: Iterable[str]) -> str:
-    """A config's coordinates on `axes`, e.g. 'augment=notebook weight_decay=0.001'; '' with no axes.
-    `config` as a run stores it (TrainConfig.to_dict()), so a run read back from the store gets the same label."""
-    return " ".join(f"{n}={_fmt(config.get(n))}" for n in axes)
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:g}"
-    if isinstance(value, (tuple, list)):
-        return ",".join(f"{v:g}" for v in value)
-    return str(value)

@@ -20,7 +20,7 @@ from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms import functional as TF
 
-from ablations.augment_color import grayscale, hsv_to_rgb, rgb_to_hsv
+from ablations.augment.color import grayscale, hsv_to_rgb, rgb_to_hsv
 
 BILINEAR = InterpolationMode.BILINEAR
 

@@ -1,7 +1,7 @@
 """Named augmentation policies for 28 px MNIST-like and 32 px CIFAR-10 uint8 images.
 
-A policy ("hflip+rotate") chains ops from the registry `ablations.augment_ops`; each op is a
-few primitive steps (`ablations.augment_steps`) that carry both the batched math and the
+A policy ("hflip+rotate") chains ops from the registry `ablations.augment.ops`; each op is a
+few primitive steps (`ablations.augment.steps`) that carry both the batched math and the
 per-sample PIL reference the tests check it against.
 
 `Policy.apply` is the batched path for uint8 (N, C, H, W) images kept on the training device,
@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torchvision import transforms as T
 
-from ablations.augment_ops import OPS, ROTATE_DEGREES
-from ablations.augment_steps import BILINEAR, Resize, Step
+from ablations.augment.ops import OPS, ROTATE_DEGREES
+from ablations.augment.steps import BILINEAR, Resize, Step
 from ablations.config import check_policy
 from ablations.errors import UserError
 

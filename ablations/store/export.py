@@ -1,6 +1,6 @@
-"""A store as files (runs and epochs as CSV or Parquet) or replayed into a tracker: the store is only read.
+"""A store as files: runs and epochs as CSV or Parquet. The store is only read.
 
-    python -m ablations.store export --results runs/quick --to parquet
+    ablations store export --results runs/quick --to parquet    # (--to mlflow|tensorboard: ablations.tracking.export)
 
 Every format writes the same two tables: one row per run (config flattened to config.<key>
 columns, provenance as one JSON column) and one row per epoch, read in one transaction.
@@ -18,30 +18,19 @@ from ablations.config import check_name
 from ablations.errors import UserError
 
 if TYPE_CHECKING:
-    from ablations.store import Store
+    from ablations.store.sqlite import Store
 
 PARQUET_MISSING = 'parquet export needs pyarrow, which is not installed here: pip install -e ".[parquet]"'
 
 
-EXPORT_FORMATS = ("csv", "parquet", "mlflow", "tensorboard")
+FILE_FORMATS = ("csv", "parquet")
 
 
-def export_format(value: str) -> str:
-    """argparse type: an unknown format is the suite's one-line error listing the formats."""
-    check_name("export format", value, EXPORT_FORMATS)
-    return value
-
-
-def export(store: Store, to: str, out: str | None, experiment: str | None = None) -> list[str]:
-    """Export a store opened read-only; returns the lines to print (the files written, or what was logged)."""
-    if experiment is not None and to != "mlflow":
-        raise UserError(f"--experiment names an MLflow experiment; it does not apply to --to {to}")
-    if to in ("csv", "parquet"):
-        write = export_csv if to == "csv" else export_parquet
-        return [str(path) for path in write(store, out or store.path.parent)]
-    from ablations.tracking import export_runs  # the trackers load only when asked for
-
-    return export_runs(store, to, out, experiment)
+def export_files(store: Store, to: str, out: str | os.PathLike | None = None) -> list[Path]:
+    """Write the store's runs and epochs as `to` files into `out` (default: beside the store)."""
+    check_name("file format", to, FILE_FORMATS)
+    write = export_csv if to == "csv" else export_parquet
+    return write(store, out or store.path.parent)
 
 
 def export_tables(store: Store) -> tuple[tuple[list[str], list[list[Any]]], tuple[list[str], list[list[Any]]]]:
@@ -59,7 +48,7 @@ def export_tables(store: Store) -> tuple[tuple[list[str], list[list[Any]]], tupl
         + [None if run["provenance"] is None else json.dumps(run["provenance"], sort_keys=True)]
         for run in runs
     ]
-    from ablations.store import EPOCH_FIELDS  # here: ablations.store imports this module
+    from ablations.store.sqlite import EPOCH_FIELDS  # here: ablations.store.sqlite imports this module
 
     epoch_header = ["run_id", *EPOCH_FIELDS]
     epoch_rows = [[e.get(c) for c in epoch_header] for e in epochs]  # an older store lacks new columns

@@ -1,5 +1,5 @@
 """The notebook's ResNet, kept bit-for-bit, and a variant that runs at native 28/32 px; and
-`build_model`, which also builds torchvision and timm classifiers by name (ablations.model_zoo).
+`build_model`, which also builds torchvision and timm classifiers by name (ablations.models.zoo).
 
 Faithful details (shared/seed-notebook.md): relu after bn2 *before* the residual add, a
 1x1 projection conv *with* bias on downsampling blocks, no padding in the first conv,
@@ -13,8 +13,8 @@ from torch import nn
 
 from ablations.config import MODELS, check_model
 from ablations.errors import UserError
-from ablations.input_probe import check_input_size
-from ablations.model_zoo import build_named
+from ablations.models.input_probe import check_input_size
+from ablations.models.zoo import build_named
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:

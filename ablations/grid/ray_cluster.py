@@ -153,8 +153,8 @@ def require_ray():
 def worker_runtime_env() -> dict:
     """What every task's worker gets: this package's code, the data root, the commit it came from."""
     import ablations
-    from ablations.data import DATA_ROOT_ENV, resolve_data_root
-    from ablations.provenance import COMMIT_ENV, git_commit
+    from ablations.data.dataset import DATA_ROOT_ENV, resolve_data_root
+    from ablations.run.provenance import COMMIT_ENV, git_commit
 
     env = {DATA_ROOT_ENV: str(resolve_data_root(None).resolve())}  # ./data means the driver's
     if commit := git_commit():
@@ -167,7 +167,7 @@ def for_workers(config: dict) -> dict:
     """A run's config as a worker elsewhere needs it: a relative --data-root is the driver's."""
     if not config.get("data_root"):
         return config
-    from ablations.data import resolve_data_root
+    from ablations.data.dataset import resolve_data_root
 
     return {**config, "data_root": str(resolve_data_root(config["data_root"]).resolve())}
 

@@ -1,7 +1,7 @@
 """Executors of grid runs: in this process, in N local worker processes, or as Ray tasks.
 
 Every executor has `submit(config_dict, track=None) -> concurrent.futures.Future[result dict]` and
-`shutdown(cancel)`, so the driver loop in `ablations.execute` is the same for all three, and
+`shutdown(cancel)`, so the driver loop in `ablations.grid.driver` is the same for all three, and
 only the driver writes the store.
 """
 
@@ -9,22 +9,20 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
-import functools
 import multiprocessing
 import os
 import signal
 import sys
 import threading
 import time
-import traceback
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
-from ablations.config import Status, TrainConfig, check_name
+from ablations.config import TrainConfig, check_name
 from ablations.errors import UserError
-from ablations.ray_cluster import connect, disconnect, for_workers
+from ablations.grid.ray_cluster import connect, disconnect, for_workers
 
 BACKENDS = ("local", "ray")
 # How often a worker's watchdog looks for its driver: a dead driver's workers are gone within this.
@@ -32,54 +30,21 @@ PARENT_POLL_S = 1.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def run_one(config: dict, track=None) -> dict:
-    """Train one run; a run that raises comes back as status 'failed' with its error. With `track` (a
-    tracking.TrackSpec) each epoch is also logged to MLflow or TensorBoard, from the process that trains."""
-    from ablations.devices import resolve_device
-    from ablations.provenance import provenance
-    from ablations.tracking import live_run
-    from ablations.trainer import train
+def train_config(config: dict, track=None) -> dict:
+    """Train one run where the executor put it (this process, a worker process, a Ray task) through the one
+    `run_one`, logging each epoch to `track` (a tracking.TrackSpec) if given; its result as the driver stores it."""
+    from ablations.tracking.live import tracked_run  # torch loads in the process that trains
 
-    cfg = TrainConfig.from_mapping(config)
-    device = resolve_device(cfg.device)
-    precision = param_count = split_sizes = None
-    # a no-op without --track; ended as interrupted if Ctrl-C or SIGTERM stops the run
-    with live_run(track, cfg) as tracker:
-        try:
-            data = cached_dataset(*data_key(cfg), str(device))
-            split_sizes = {split: len(data.split(split)[1]) for split in ("train", "val", "test")}
-            result = train(cfg, data, on_epoch=tracker.epoch).to_dict()
-            precision, param_count = result["precision"], result["param_count"]
-        except Exception as err:  # recorded in the store; the grid goes on
-            last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
-            where = f" (at {os.path.basename(last.filename)}:{last.lineno})" if last else ""
-            result = {"status": Status.FAILED, "error": f"{type(err).__name__}: {err}{where}", "epochs": []}
-        result["provenance"] = provenance(device, precision, param_count, split_sizes)
-        tracker.end(result, result["provenance"])
-    return result
-
-
-def data_key(cfg: TrainConfig) -> tuple:
-    """The settings that decide a run's dataset tensors."""
-    return cfg.dataset, cfg.data_root, cfg.train_subset, cfg.val_subset, cfg.test_subset, cfg.train_subset_seed
-
-
-@functools.lru_cache(maxsize=4)
-def cached_dataset(name: str, data_root: str | None, train_subset: int | None, val_subset: int | None,
-                   test_subset: int | None, subset_seed: int | None, device: str):
-    """Runs of one grid share their dataset: read it once per process, not once per run."""
-    from ablations.data import load_dataset
-
-    return load_dataset(name, data_root=data_root, train_subset=train_subset, val_subset=val_subset,
-                        test_subset=test_subset, subset_seed=subset_seed, device=device)
+    return tracked_run(TrainConfig.from_mapping(config), track).to_dict()
 
 
 def preflight(configs: list[TrainConfig]) -> None:
     """Fail before anything is stored if a run cannot start: `build_run` without training, on
     the CPU, once per distinct setup (a missing dataset, a model that cannot take its input, a
     batch larger than the training set, a device that is not there)."""
-    from ablations.devices import resolve_device
-    from ablations.trainer import build_run
+    from ablations.run.build import build_run
+    from ablations.run.devices import resolve_device
+    from ablations.run.execute import cached_dataset, data_key
 
     checked = set()
     for cfg in configs:
@@ -108,7 +73,7 @@ def resolve_workers(workers: str, backend: str, configs: list[TrainConfig]) -> i
         return count
     if backend == "ray":
         return 0
-    from ablations.devices import resolve_device
+    from ablations.run.devices import resolve_device
 
     on_cpu = all(resolve_device(c.device).type == "cpu" for c in configs)
     return max(1, min(os.cpu_count() or 1, len(configs))) if on_cpu else 1
@@ -121,7 +86,7 @@ class InlineExecutor:
 
     def submit(self, config: dict, track=None) -> Future:
         future: Future = Future()
-        future.set_result(run_one(config, track))
+        future.set_result(train_config(config, track))
         return future
 
     def shutdown(self, cancel: bool = False) -> None:
@@ -202,11 +167,11 @@ class ProcessExecutor:
     def submit(self, config: dict, track=None) -> Future:
         with callers_main_hidden():  # the pool starts its workers inside submit
             try:
-                return self._pool.submit(run_one, config, track)
+                return self._pool.submit(train_config, config, track)
             except BrokenProcessPool:  # a worker died (OOM kill, segfault): start a fresh pool
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
-                return self._pool.submit(run_one, config, track)
+                return self._pool.submit(train_config, config, track)
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -250,7 +215,7 @@ class RayExecutor:
 
         self._ray = ray
         # On a cluster as on a private instance, each task reserves its share; Ray schedules by them.
-        self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=2)(run_one)
+        self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=2)(train_config)
         # workers 0: as many runs at once as the cluster's CPUs (or GPUs) allow
         fit = ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)
         if gpus_per_run:

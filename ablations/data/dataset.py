@@ -1,8 +1,8 @@
 """Datasets as uint8 tensors (N, C, H, W) held once on the training device.
 
 The images are read and converted once, never per sample, so a training batch is an index
-gather: torchvision.datasets classes by name (ablations.torchvision_datasets, which downloads
-what is missing when the network is there), a folder of class subfolders (ablations.image_folder),
+gather: torchvision.datasets classes by name (ablations.data.torchvision_datasets, which downloads
+what is missing when the network is there), a folder of class subfolders (ablations.data.image_folder),
 or the synthetic set made here. Validation and subsets are drawn the same way for all of them.
 """
 
@@ -16,9 +16,9 @@ from pathlib import Path
 import torch
 
 from ablations.config import check_dataset
+from ablations.data.image_folder import read_image_folder
+from ablations.data.torchvision_datasets import DATA_ROOT_ENV, read_torchvision
 from ablations.errors import UserError
-from ablations.image_folder import read_image_folder
-from ablations.torchvision_datasets import DATA_ROOT_ENV, read_torchvision
 
 DEFAULT_DATA_ROOT = "./data"
 # Subsets use their own fixed seed, not the run's: every run of a grid sees the same images,

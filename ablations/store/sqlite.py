@@ -14,7 +14,6 @@ store as a one-line UserError naming the file; contention ("database is locked")
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import secrets
@@ -28,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ablations.config import FINAL_STATUSES, FINISHED, STATUSES, Status, TrainConfig
-from ablations.errors import UserError, run_cli, unknown_name
+from ablations.errors import UserError, unknown_name
 
 STORE_NAME = "runs.sqlite"
 # 2: validation metrics, the learning rate an epoch trained at, the grid a store holds.
@@ -417,51 +416,3 @@ def _scalar(value: Any) -> Any:
     if value is None or isinstance(value, (int, float, str)):
         return value
     raise TypeError(f"cannot store {type(value).__name__} value {value!r}")
-
-
-# ---- command line ----------------------------------------------------------------------
-DEFAULT_RESULTS = "runs/quick"  # where `ablations grid` writes by default
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from ablations.store_export import EXPORT_FORMATS, export_format  # that module builds on this one
-
-    parser = argparse.ArgumentParser(prog="ablations store", description="Read the run store of a grid.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{summary,export}")
-    summary = commands.add_parser("summary", help="print how many runs are in each status")
-    export = commands.add_parser(
-        "export", help="write the runs as CSV or Parquet files, or replay them into MLflow or TensorBoard",
-        description="Write the runs and their epochs as files (csv, parquet), or replay every finished run into "
-                    "an MLflow experiment or TensorBoard event folders. The store is only read.")
-    for sub in (summary, export):
-        sub.add_argument("--results", default=DEFAULT_RESULTS, metavar="DIR",
-                         help=f"folder holding runs.sqlite [{DEFAULT_RESULTS}]")
-    export.add_argument("--to", default="csv", choices=EXPORT_FORMATS, type=export_format,
-                        help="csv: runs.csv and epochs.csv; parquet: runs.parquet and epochs.parquet; mlflow: one "
-                             "MLflow run per run; tensorboard: one event folder per run [csv]")
-    export.add_argument("--out", metavar="DIR|URI",
-                        help="csv, parquet: a folder [the results folder]; mlflow: a tracking URI such as "
-                             "sqlite:///mlflow.db or http://HOST:5000 [$MLFLOW_TRACKING_URI, else MLflow's default]; "
-                             "tensorboard: a folder [RESULTS/tensorboard]")
-    export.add_argument("--experiment", metavar="NAME", help="mlflow: the experiment [the grid's name]")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    with Store.open_existing(store_path(args.results)) as store:
-        if args.command == "export":
-            from ablations.store_export import export
-
-            for line in export(store, args.to, args.out, args.experiment):
-                print(line)
-        else:
-            counts = store.counts()
-            for status, n in counts.items():
-                print(f"{status:<9} {n}")
-            print(f"{'total':<9} {sum(counts.values())}")
-    return 0
-
-
-if __name__ == "__main__":
-    run_cli(main)

@@ -1,11 +1,10 @@
 """The augmentation ops by name: each one declared once, as the primitive steps it composes.
 
 An op is a function of the canvas it starts on and the policy's output size (both px, square)
-returning its steps (`ablations.augment_steps`), which carry both the batched math and the PIL
-reference. `build_policy` chains the ops of a policy ("hflip+rotate"), so adding an op is one
-entry here: `ablations.config` takes the names from `OPS` to check them at the edge. This module
-stays free of torch (the steps are imported when an op is built), since config and the report
-import it on machines without torch.
+returning its steps (`ablations.augment.steps`), which carry both the batched math and the PIL
+reference. `build_policy` chains the ops of a policy ("hflip+rotate"). `ablations.config` names
+them (AUGMENT_OPS, checked at the edge without torch); adding an op is one entry there and one here.
+This module stays free of torch: the steps are imported when an op is built.
 """
 
 from __future__ import annotations
@@ -14,13 +13,15 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
+from ablations.config import AUGMENT_OPS
+
 if TYPE_CHECKING:
-    from ablations.augment_steps import Step
+    from ablations.augment.steps import Step
 
 
 def _steps() -> ModuleType:
-    """ablations.augment_steps (torch, torchvision), imported only when an op is built."""
-    from ablations import augment_steps
+    """ablations.augment.steps (torch, torchvision), imported only when an op is built."""
+    from ablations.augment import steps as augment_steps
 
     return augment_steps
 
@@ -64,3 +65,6 @@ OPS: dict[str, Op] = {
     "contrast": lambda canvas, out: [_steps().Contrast(strength=JITTER)],
     "hue": lambda canvas, out: [_steps().Hue(strength=JITTER)],
 }
+
+if tuple(OPS) != AUGMENT_OPS:  # the vocabulary the config checks and the ops built here must agree
+    raise ImportError(f"ablations.augment.ops implements {tuple(OPS)}, ablations.config names {AUGMENT_OPS}")

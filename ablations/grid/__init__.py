@@ -1,0 +1,6 @@
+"""A grid of runs: its spec from TOML (`spec.py`), the driver that stores each run as it ends
+(`driver.py`), the executors that train them here or on Ray (`executors.py`, `ray_cluster.py`)."""
+
+from ablations.grid.spec import Grid, available_grids, load_grid, only
+
+__all__ = ["Grid", "available_grids", "load_grid", "only"]

@@ -1,0 +1,1 @@
+"""Runs in MLflow and TensorBoard: live logging and exports (`live.py`), the writers (`trackers.py`)."""
