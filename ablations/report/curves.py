@@ -1,6 +1,6 @@
 """The effect at every budget, from the validation split only (the test set is read once, at the end).
 
-- `val_curves`: validation accuracy per epoch for every cell, mean over seeds with a t interval.
+- `val_curves`: validation accuracy per epoch for every cell, mean over seeds with an interval.
 - `effect_by_epoch`: each factor's main effect at every epoch on the study's scale (the same model
   as the final verdicts, fitted to that epoch's validation accuracy), back in points.
 - `plateau`: per cell, the rise of a least-squares line through its seed-mean validation accuracy
@@ -37,12 +37,14 @@ def _validated(r: Runs) -> pd.DataFrame:
 
 
 def val_curves(r: Runs) -> pd.DataFrame:
-    """Per cell and epoch: n seeds, mean validation accuracy (%) and its t interval over seeds."""
+    """Per cell and epoch: n seeds, mean validation accuracy (%) and its interval, counting the seed
+    spread and the validation set's binomial noise on the logit scale (`stats.cell_interval`), so
+    it stays inside 0-100 even with two seeds, where a t interval in points spans hundreds."""
     rows = []
     for key, group in _validated(r).groupby([*r.keys, "epoch"], observed=True, sort=True):
-        s = stats.summarize(group["val_acc"])
-        rows.append({**dict(zip([*r.keys, "epoch"], key, strict=True)), "n": s.n, "val_acc": s.mean,
-                     "val_acc_ci_low": s.ci_low, "val_acc_ci_high": s.ci_high})
+        low, high, _ = stats.cell_interval(group["val_acc"], float(group["val_images"].max()))
+        rows.append({**dict(zip([*r.keys, "epoch"], key, strict=True)), "n": len(group),
+                     "val_acc": float(group["val_acc"].mean()), "val_acc_ci_low": low, "val_acc_ci_high": high})
     return pd.DataFrame(rows, columns=[*r.keys, "epoch", "n", "val_acc", "val_acc_ci_low", "val_acc_ci_high"])
 
 
