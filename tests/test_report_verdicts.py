@@ -189,7 +189,8 @@ def test_plateau_and_the_budget_pilot_read_validation_only(tmp_path: Path) -> No
     window = curve.loc[16:20]
     assert row["window"] == "16–20"
     slope = np.polyfit(window.index.to_numpy(float), window.to_numpy(float), 1)[0]
-    first = plateau[(plateau["last_epoch"] == 20) & (plateau["augment"] == "notebook") & (plateau["weight_decay"] == "0")
+    first = plateau[(plateau["last_epoch"] == 20) & (plateau["augment"] == "notebook")
+                    & (plateau["weight_decay"] == "0")
                     & (plateau["schedule"] == "constant")].iloc[0]
     assert first["rise"] == pytest.approx(slope * 4)
     budgets = s.tables["budgets"].set_index("budget")

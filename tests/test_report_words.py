@@ -14,7 +14,8 @@ from ablations.report.words import device, join, number, plural
 @pytest.mark.parametrize("n, phrase, want", [
     (1, "seed", "1 seed"), (2, "seed", "2 seeds"), (0, "run", "0 runs"), (1, "done run", "1 done run"),
     (24, "done run", "24 done runs"), (1, "cell has", "1 cell has"), (3, "cell has", "3 cells have"),
-    (2, "family", "2 families"), (2.5, "epoch", "2.5 epochs"), (1.0, "epoch", "1 epoch"), (1500, "image", "1,500 images"),
+    (2, "family", "2 families"), (2.5, "epoch", "2.5 epochs"), (1.0, "epoch", "1 epoch"),
+    (1500, "image", "1,500 images"),
     (2, "combination", "2 combinations"), (1, "more row", "1 more row"), (3, "more row", "3 more rows"),
 ])
 def test_counts_agree_with_their_noun(n, phrase, want) -> None:

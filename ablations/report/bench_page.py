@@ -23,7 +23,8 @@ def bench_section(bench: Bench, figures: list[Plot], formats: tuple[str, ...]) -
         blocks.append(Paragraph(
             "utilization %: achieved FLOP/s over the peak of the precision used. kernel ceiling %: the most of "
             "that peak the step could reach if everything but its convolutions and matmuls were free (the "
-            "utilization over the share of the step's time those ops take when re-run alone, back to back, beside it)."))
+            "utilization over the share of the step's time those ops take when re-run alone, back to back, "
+            "beside it)."))
     groups = [Section(group, [Table(bench.file_name(group), shown(table), {"images_per_s": "images/s"},
                                     _bench_sentence(table), formats)], level=3)
               for group, table in bench.groups.items()]

@@ -59,7 +59,7 @@ TABLE_LABELS = {
     "leaderboard": {"test_acc_ci": "95% CI (seeds + test set, logit)"},
     "anova": {"p": "p (classical F)", "significant": "p < 0.05 (the verdicts' covariance)"},
     "sensitivity": {"points_ci": "interval (points)"},
-    "val_curves": {"val_acc": "val acc % (seed mean)", "val_acc_ci": "95% CI (seeds + val set, logit)"},
+    "val_curves": {"val_acc": "val acc % (seed mean)", "val_acc_ci": "95% CI over seeds (logit)"},
     "effect_by_epoch": {"points": "effect (points)"},
     "pairing": {"diff": "diff per seed (points)", "diff_ci": "paired 95% CI"},
 }
@@ -174,7 +174,8 @@ def markdown(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
 
 # A humanized number: "1,234", "-0.52", "97.12 ± 0.31", "< 0.001", "1.50×", "[96.40, 97.90]", "3.0 (2 of 3 seeds)".
 _NUMBER = r"[+-]?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?"
-NUMERIC = re.compile(rf"(?:<\s*)?{_NUMBER}[×%]?(?: ± {_NUMBER})?(?: \(\d+ of \d+ seeds\))?|\[{_NUMBER}%?, {_NUMBER}%?\]")
+NUMERIC = re.compile(rf"(?:<\s*)?{_NUMBER}[×%]?(?: ± {_NUMBER})?(?: \(\d+ of \d+ seeds\))?"
+                     rf"|\[{_NUMBER}%?, {_NUMBER}%?\]")
 
 
 def numeric_columns(shown: pd.DataFrame) -> list[bool]:

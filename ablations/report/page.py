@@ -108,8 +108,8 @@ def _grid_sections(s: Study, figures: list[Plot], formats: tuple[str, ...], out:
     blocks.append(Section("The effect at every budget", [
         *by_name["effect_by_epoch"].blocks(),
         *section("effect_by_epoch", f"From validation accuracy, on {describe(scale)}; one family per epoch.", level=3),
-        *section("val_curves", f"Mean validation accuracy over seeds with its {PERCENT} interval (seed spread and "
-                 "validation-set noise, logit scale).", level=3)]))
+        *section("val_curves", f"Mean validation accuracy over seeds with the {PERCENT} t interval of the seeds' mean "
+                 "on the logit scale.", level=3)]))
     blocks += section("plateau", "Rise of the least-squares line through each cell's seed-mean validation accuracy "
                       f"over the epochs of the last fifth of training, over that span; plateaued: a rise under "
                       f"{s.plan.plateau_points:g} points. The test set plays no part.",
@@ -129,7 +129,8 @@ def _grid_sections(s: Study, figures: list[Plot], formats: tuple[str, ...], out:
                                         " (the default baseline is not in the store; the first cell stands in)")
         blocks += section("vs_baseline", f"Baseline: {base}. Difference of each cell to it, from the model. {FAMILY}")
     blocks += section("seeds_needed", "Seeds per cell to detect a difference of 0.5, 1 or 2 points between two cells "
-                      "at 80% power, alpha 0.05, two-sided t test (statsmodels power), from the spread this store shows.")
+                      "at 80% power, alpha 0.05, two-sided t test (statsmodels power), from the spread this store "
+                      "shows.")
     blocks += section("pairing", f"For each two-level axis: its difference per seed in points, the paired {PERCENT} t "
                       "interval beside the unpaired Welch interval of the same numbers. These show what pairing buys: "
                       "unadjusted, raw points and seeds - 1 df, they are wider or narrower than the model's "

@@ -92,7 +92,7 @@ def curves(r: Runs, table: pd.DataFrame) -> tuple[plt.Figure, str]:
     cols, rows = (r.levels(col) if col else [None]), (r.levels(row) if row else [None])
     palette = colours(r)
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(0.6 + 3.3 * len(cols), 0.5 + 2.3 * len(rows)),
-                             sharex=True, sharey=True, squeeze=False)
+                             sharex=True, sharey=True, squeeze=False, layout="constrained")
     keys = [k for k in (hue, style) if k]
     for (i, rl), (j, cl) in ((a, b) for a in enumerate(rows) for b in enumerate(cols)):
         ax = axes[i][j]
@@ -120,11 +120,10 @@ def curves(r: Runs, table: pd.DataFrame) -> tuple[plt.Figure, str]:
     low, high = float(table["val_acc"].min()), float(table["val_acc"].max())
     pad = max(0.5, 0.15 * (high - low))  # the means decide the scale; a wide band runs off it, not the lines
     axes[0][0].set_ylim(low - pad, min(100.0, high + pad))
-    fig.tight_layout()
     named = " and ".join(f"{k}" for k in keys) or "cell"
     marked = " Dotted: the step schedule's decay." if decays(r) else ""
-    return fig, (f"Mean over seeds (line) and its 95% interval (band: seed spread and validation-set noise, on the "
-                 f"logit scale), done runs only; colour{' and dash' if style else ''}"
+    return fig, (f"Mean over seeds (line) and the 95% t interval of the seeds' mean (band, on the logit scale), "
+                 f"done runs only; colour{' and dash' if style else ''}"
                  f": {named}, labelled at the line's end.{marked}")
 
 
@@ -171,7 +170,8 @@ def effect_by_epoch(r: Runs, table: pd.DataFrame, margins: dict[str, float]) -> 
     if table.empty:
         raise Skip("no validation records per epoch, or no factor to estimate")
     panels = list(dict.fromkeys(zip(table["axis"], table["level"], table["reference"], strict=True)))
-    fig, axes = plt.subplots(1, len(panels), figsize=(0.6 + 3.0 * len(panels), 2.9), squeeze=False, sharey=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(0.6 + 3.0 * len(panels), 2.9), squeeze=False, sharey=False,
+                             layout="constrained")
     budgets = list(dict.fromkeys(table["budget"])) if "budget" in table else [None]
     for ax, (axis, level, ref) in zip(axes[0], panels, strict=True):
         for k, budget in enumerate(budgets):
@@ -194,7 +194,6 @@ def effect_by_epoch(r: Runs, table: pd.DataFrame, margins: dict[str, float]) -> 
         if budgets != [None]:
             ax.legend(fontsize=7, frameon=False)
     axes[0][0].set_ylabel("effect on validation accuracy (points)")
-    fig.tight_layout()
     return fig, ("Each factor's main effect on validation accuracy at every epoch, from the primary model fitted to "
                  "that epoch, in points at that epoch's grand mean, with its simultaneous 95% interval; green: the "
                  "margin. The step schedule's effect is only defined at the end of its own schedule.")

@@ -38,6 +38,13 @@ def to_scale(acc: np.ndarray | list[float], images: np.ndarray | list[float] | f
     return special.logit((acc / PCT * m + 0.5) / (m + 1))
 
 
+def centred_logit(acc: float, images: float) -> float:
+    """The plain logit of an accuracy (percent), kept half an image from 0 and 100%: where a band
+    drawn around a mean must stay centred on it (no half-count shrinkage)."""
+    edge = 0.5 / images if np.isfinite(images) and images > 0 else 1e-6
+    return float(special.logit(np.clip(acc / PCT, edge, 1 - edge)))
+
+
 def to_points(d, centre: float, scale: str):
     """An effect (a number or an array) on the scale -> points of accuracy at the grand mean `centre`."""
     if scale == POINTS:
