@@ -87,7 +87,8 @@ def roles(r: Runs) -> tuple[str | None, str | None, str | None, str | None]:
 
 def curves(r: Runs, table: pd.DataFrame) -> tuple[plt.Figure, str]:
     if table.empty:
-        raise Skip("no done run has per-epoch validation records (a store written before the validation split)")
+        raise Skip("no done run has per-epoch validation records (none is done yet, or the store was written "
+                   "before the validation split)")
     col, row, hue, style = roles(r)
     cols, rows = (r.levels(col) if col else [None]), (r.levels(row) if row else [None])
     palette = colours(r)
