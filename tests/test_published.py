@@ -1,6 +1,7 @@
 """The published studies recompute: their ANOVA tables equal a direct statsmodels fit of their own
-store (OLS of final test accuracy on every axis and all interactions, the seed as a block, Type II
-sums of squares), and their stores are single files a reader leaves alone."""
+store on the scale the study declares (OLS of final test accuracy, or of its logit, on every axis
+and all interactions, the seed as a block, Type II sums of squares), and their stores are single
+files a reader leaves alone."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import statsmodels.formula.api as smf
+from scipy import special
 from statsmodels.stats.anova import anova_lm
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
@@ -18,19 +20,34 @@ STUDIES = ("notebook_cpu", "quick", "precision_parity")
 
 
 def runs_of(study: str) -> tuple[pd.DataFrame, list[str]]:
+    frame, axes, _ = store_of(study)
+    return frame, axes
+
+
+def store_of(study: str) -> tuple[pd.DataFrame, list[str], str]:
+    """Done runs (axes, seed, accuracy in points, test images), the axes, and the declared scale
+    (logit unless the grid's [analysis] says points: accuracies near 100% go on the logit scale)."""
     with sqlite3.connect(f"file:{RESULTS / study / 'runs.sqlite'}?mode=ro", uri=True) as db:
         grid = json.loads(db.execute("SELECT value FROM meta WHERE key = 'grid'").fetchone()[0])
-        rows = db.execute("SELECT config, seed, final_test_acc FROM runs WHERE status = 'done'").fetchall()
+        rows = db.execute("SELECT config, seed, final_test_acc, provenance FROM runs WHERE status = 'done'").fetchall()
     axes = list(grid["axes"])
-    frame = pd.DataFrame([{**{a: str(json.loads(c)[a]) for a in axes}, "seed": str(s), "acc": 100 * acc}
-                          for c, s, acc in rows])
-    return frame, axes
+    frame = pd.DataFrame([{**{a: str(json.loads(c)[a]) for a in axes}, "seed": str(s), "acc": 100 * acc,
+                           "m": _test_images(json.loads(c), json.loads(p or "{}"))} for c, s, acc, p in rows])
+    return frame, axes, grid.get("analysis", {}).get("scale", "logit")
+
+
+def _test_images(config: dict, provenance: dict) -> float:
+    sizes = provenance.get("split_sizes") or {}
+    return float(sizes.get("test") or config.get("test_subset") or 10_000)  # MNIST's test split
 
 
 @pytest.mark.parametrize("study", STUDIES)
 def test_the_published_anova_is_a_direct_statsmodels_fit_of_its_store(study):
-    frame, axes = runs_of(study)
-    formula = "acc ~ " + " * ".join(f"C({a})" for a in axes) + " + C(seed)"
+    frame, axes, scale = store_of(study)
+    # the declared scale: the empirical logit of the fraction correct, logit((k + 1/2) / (m + 1)), or raw points
+    frame["y"] = special.logit((frame["acc"] / 100 * frame["m"] + 0.5) / (frame["m"] + 1)) if scale == "logit" \
+        else frame["acc"]
+    formula = "y ~ " + " * ".join(f"C({a})" for a in axes) + " + C(seed)"
     direct = anova_lm(smf.ols(formula, frame).fit(), typ=2)
     published = pd.read_csv(RESULTS / study / "tables" / "anova.csv")
     # a term is its set of factors, whatever order a table writes them in
@@ -62,3 +79,32 @@ def test_the_converged_study_meets_its_protocol():
     assert sorted(axes) == ["augment", "schedule", "weight_decay"]
     assert frame.groupby(axes).size().min() >= 5  # seeds per cell
     assert frame[frame.augment == "none"]["acc"].mean() >= 98.5
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_the_published_main_effects_are_on_the_declared_scale(study):
+    """In a balanced design a main effect is the mean of its level's cell means minus the reference's:
+    the published estimates must be that, on the logit scale the studies declare by default."""
+    frame, axes, scale = store_of(study)
+    frame["y"] = special.logit((frame["acc"] / 100 * frame["m"] + 0.5) / (frame["m"] + 1)) if scale == "logit" \
+        else frame["acc"]
+    cells = frame.groupby(axes)["y"].mean().reset_index()
+    effects = pd.read_csv(RESULTS / study / "tables" / "effects.csv", dtype={"level": str, "reference": str})
+    mains = effects[effects["kind"] == "main effect"]
+    assert len(mains) == sum(cells[a].nunique() - 1 for a in axes)
+    for row in mains.itertuples():
+        level = cells[cells[row.term] == _as_stored(cells[row.term], row.level)]["y"].mean()
+        ref = cells[cells[row.term] == _as_stored(cells[row.term], row.reference)]["y"].mean()
+        assert row.diff == pytest.approx(level - ref, rel=1e-9, abs=1e-12), (study, row.term, row.level)
+
+
+def _as_stored(column: pd.Series, label: str) -> str:
+    """A level as the report labels it ('0.001') -> as the config stores it ('0.001' or '1e-3' as str(float))."""
+    return next((v for v in column.unique() if v == label or _float_equal(v, label)), label)
+
+
+def _float_equal(a: str, b: str) -> bool:
+    try:
+        return float(a) == float(b)
+    except ValueError:
+        return False

@@ -25,10 +25,10 @@ from ablations.store.sqlite import Store, store_path
 
 REPO = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
-GRID_FIGURES = ("learning_curves_val_acc", "learning_curves_val_loss", "heatmap_test_acc", "main_effects",
-                "train_vs_test", "lr_schedules")
-TABLES = ("status", "problem_runs", "cells", "anova", "simple_effects", "main_effects", "vs_baseline", "pairing",
-          "seeds_needed", "notebook", "leaderboard")
+GRID_FIGURES = ("effects", "learning_curves", "effect_by_epoch", "heatmap_test_acc", "train_vs_test", "lr_schedules")
+TABLES = ("status", "problem_runs", "cells", "machines", "anova", "effects", "simple_effects", "sensitivity",
+          "improvement", "vs_baseline", "pairing", "seeds_needed", "plateau", "val_curves", "effect_by_epoch",
+          "notebook", "leaderboard")
 
 
 def python(code: str, *args: str) -> subprocess.CompletedProcess:
@@ -109,43 +109,48 @@ def test_every_table_format_figure_and_export_is_written(grid) -> None:
     assert paths[-1] == results / "REPORT.md" and all(p.is_file() for p in paths)
 
 
-def test_page_opens_with_what_the_study_can_support(grid) -> None:
+def test_page_opens_with_the_answer_then_what_the_study_can_support(grid) -> None:
     results, written, _ = grid
     data = frame(written)
     page = (results / "REPORT.md").read_text()
-    reading = page[page.index("## Reading"):page.index("## The notebook says")]
+    # the effect plot, the reading in at most ten lines, the learning curves, then the evidence
+    assert page.index("](figures/effects.png)") < page.index("- **Under-trained**") < page.index(
+        "](figures/learning_curves.png)") < page.index("<summary><b>Full reading</b></summary>") < page.index("|")
+    answer = page[page.index("- **Under-trained**"):page.index("![Validation accuracy per epoch]")]
+    assert 4 <= answer.count("\n- ") + 1 <= 10
+    assert "**Under-trained** at 0.2% of the notebook's training images: validation accuracy still rose 0.2 points " \
+           "or more over the last fifth of training in 8 of 8 cells." in answer
+    assert "**augment** per level of schedule and weight_decay" in answer and "Interactions: " in answer
+    assert "3 seeds per cell" in answer and "classical (a robust HC3 test needs 6 seeds per cell" in answer
+    full = page[page.index("<summary><b>Full reading</b></summary>"):page.index("<summary><b>What was run</b>")]
     train_images = 1024 - 102  # synthetic train split less its default validation split (a tenth)
     steps = EPOCHS * (train_images // BATCH)
     share = 100 * steps * BATCH / (20 * 60_000)
     assert (f"Training budget: {EPOCHS} epochs x floor({train_images} train images / batch {BATCH}) = {steps} SGD "
             f"steps per run, {steps * BATCH:,} images seen: {share:.1f}% of the notebook's 20 epochs x 60,000 "
-            "images.") in reading
-    train = data["train"].mean()
-    assert f"**Under-trained**: Mean final train accuracy {train:.2f}%; train accuracy is {99 - train:.2f} points " \
-           "below 99%" in reading
-    assert "validation accuracy rose +1.00 points on average in the last epoch" in reading
+            "images.") in full
+    assert f"Mean final train accuracy {data['train'].mean():.2f}%; validation accuracy still rises" in full
     for fact in ("Test CPU (2 threads), precision fp32, CPU capability AVX2", "2.5.1", "0123456789abcdef",
                  "synthetic", "28 px", "27: 1 queued, 24 done, 1 failed, 1 diverged", "1 diverged and 1 failed"):
         assert fact in page
     assert "Warning" not in page
-    # interactions first, then effects; main effects that an interaction qualifies say so
-    assert reading.index("Interaction `augment x schedule` holds") < reading.index("Simple effects of `augment`") \
-        < reading.index("`augment` = `notebook` against `none`")
-    assert "Qualified by its interaction with schedule" in reading
-    assert "n = 24 done runs, 3 seeds per cell; 3 epochs" in page.split("## Leaderboard")[1]
+    # interactions before main effects; the interaction the store was written with is found
+    assert full.index("Interaction `augment x schedule`") < full.index("Main effect of `augment`")
+    assert "Interaction `augment x schedule`, `notebook x step` vs `none x constant`" in full
+    assert "n = 24 done runs, 3 seeds per cell; 3 epochs" in page.split("Leaderboard")[1]
     for name in GRID_FIGURES:
         assert f"](figures/{name}.png)" in page
-    assert "Not drawn" not in page and "One seed per cell" not in page
+    assert "not drawn" not in page and "One seed per cell" not in page
 
 
 def test_notebook_claims_stand_beside_the_findings(grid) -> None:
     results, written, _ = grid
     claims = table(results, "notebook").set_index("axis")
     assert list(claims.index) == ["augment", "weight_decay", "schedule"]
-    effects = table(results, "main_effects").astype({"level": str})
-    aug = effects[(effects.axis == "augment") & (effects.level == "notebook")].iloc[0]
-    assert claims.loc["augment", "study_finds"].startswith(f"`notebook` vs `none`: {aug['diff']:+.2f} points")
-    assert "depends on schedule" in claims.loc["augment", "study_finds"]
+    effects = table(results, "effects").astype({"level": str}).set_index("term")
+    aug = effects.loc["augment"]
+    assert claims.loc["augment", "study_finds"].startswith(f"`notebook` vs `none`: {aug['points']:+.2f} points")
+    assert "read per level" in claims.loc["augment", "study_finds"]
     assert "0.2% of the notebook's images" in claims.loc["schedule", "conditions"]
     assert "epoch 15 of 20" in claims.loc["schedule", "notebook_says"]
 
@@ -153,9 +158,11 @@ def test_notebook_claims_stand_beside_the_findings(grid) -> None:
 def test_mixed_hardware_is_a_warning(tmp_path: Path) -> None:
     build_store(tmp_path, wds=(0.0,), schedules=("constant",), seeds=(0, 1), extras=False,
                 provenance=lambda i: {**PROVENANCE, "precision": "bf16" if i % 2 else "fp32"})
-    page = publish(tmp_path, tmp_path, formats=("md",)).read_text()
+    page = publish(tmp_path, tmp_path, formats=("md", "csv")).read_text()
     assert "**Warning: the runs of this store differ in device, precision or CPU capability**" in page
     assert "2 runs on Test CPU (2 threads), precision bf16, CPU capability AVX2" in page
+    machines = pd.read_csv(tmp_path / "tables" / "machines.csv")
+    assert machines[["precision", "runs", "done"]].values.tolist() == [["bf16", 2, 2], ["fp32", 2, 2]]
 
 
 def test_precision_as_the_studied_axis_is_no_hardware_warning() -> None:
@@ -225,14 +232,14 @@ def test_one_axis_store_skips_what_it_cannot_draw(tmp_path: Path) -> None:
     build_store(tmp_path, augments=("none", "hflip", "notebook"), wds=(0.0,), schedules=("cosine",), seeds=(0, 1),
                 extras=False)
     page = publish(tmp_path, tmp_path, formats=("csv",)).read_text()
-    assert "*Not drawn: needs weight_decay and schedule to vary" in page
+    assert "not drawn: needs weight_decay and schedule to vary" in page
     assert not (tmp_path / "figures" / "heatmap_test_acc.png").exists()
-    for name in ("learning_curves_val_acc", "main_effects", "train_vs_test", "lr_schedules"):
+    for name in ("learning_curves", "effects", "effect_by_epoch", "train_vs_test", "lr_schedules"):
         assert (tmp_path / "figures" / f"{name}.png").read_bytes()[:8] == PNG
     assert "could not be drawn" not in page and "## Two-way means" not in page
-    effects = pd.read_csv(tmp_path / "tables" / "main_effects.csv")
-    assert effects["axis"].unique().tolist() == ["augment"]
-    assert effects["level"].tolist() == ["none", "hflip", "notebook"]  # the reference level first
+    effects = pd.read_csv(tmp_path / "tables" / "effects.csv")
+    assert effects["term"].unique().tolist() == ["augment"]
+    assert effects["level"].tolist() == ["hflip", "notebook"] and set(effects["reference"]) == {"none"}
     assert pd.read_csv(tmp_path / "tables" / "pairing.csv").empty  # no two-level axis
     claims = pd.read_csv(tmp_path / "tables" / "notebook.csv").set_index("axis")
     assert claims.loc["weight_decay", "study_finds"] == "not studied: weight_decay is fixed at 0"
@@ -242,9 +249,9 @@ def test_a_store_from_before_the_validation_split_still_reports(tmp_path: Path) 
     build_store(tmp_path, wds=(0.0,), seeds=(0, 1))
     make_old(tmp_path)
     page = publish(tmp_path, tmp_path, formats=("md", "csv")).read_text()
-    assert "*Not drawn: no done run has per-epoch validation records" in page
+    assert "not drawn: no done run has per-epoch validation records" in page
     assert "Epochs to 98% validation accuracy: this store has no validation records." in page
-    assert "no validation records, so whether accuracy still rose at the end is unknown" in page
+    assert "no validation records, so whether accuracy had plateaued is unknown" in page
     assert pd.read_csv(tmp_path / "tables" / "cells.csv")["best_val_acc"].isna().all()
     assert (tmp_path / "tables" / "anova.csv").is_file()
 
@@ -285,8 +292,9 @@ def test_bench_only_report_without_a_store(tmp_path: Path) -> None:
     assert "kernel ceiling %" in epoch_table and "| 43.0 " in epoch_table
     assert "kernel ceiling %" not in (out / "tables" / "bench_model-step.md").read_text()
     assert "kernel ceiling %: the most of that peak the step could reach" in page
-    assert (out / "figures" / "bench_transforms.png").read_bytes()[:8] == PNG
-    assert "## Throughput" in page and "- cpu: Test CPU (2 logical cores)" in page
+    assert (out / "figures" / "bench_throughput.png").read_bytes()[:8] == PNG
+    assert page.index("](figures/bench_throughput.png)") < page.index("|")  # the figure before any table
+    assert "## Throughput" in page and "cpu: Test CPU (2 logical cores)" in page
     assert "Fastest: `batched tensor` at 24,000 images/s, 30.00× the baseline `torchvision PIL`." in page
     assert "## What was run" not in page
 
@@ -324,4 +332,4 @@ def test_cli_writes_without_importing_torch(tmp_path: Path) -> None:
     assert printed[-1] == str(tmp_path / "REPORT.md") and all(Path(p).is_file() for p in printed)
     page = (tmp_path / "REPORT.md").read_text()
     assert "Baseline: augment=notebook." in page and "## Throughput" in page
-    assert "](figures/augment_samples.png)" in page and "](figures/bench_transforms.png)" in page
+    assert "](figures/augment_samples.png)" in page and "](figures/bench_throughput.png)" in page

@@ -45,25 +45,32 @@ def final_acc(augment: str, wd: float, schedule: str, seed: int) -> float:
             + 0.0005 * (wd > 0) + seed_offset(seed) + float(noise))
 
 
-def epochs_for(acc: float, augment: str, n: int = EPOCHS) -> list[dict]:
-    """Validation accuracy climbs 1 point per epoch to the final test value; test only on the last epoch."""
+def linear(acc: float, augment: str, e: int, n: int) -> float:
+    """Validation accuracy climbing 1 point per epoch to the final test value: never a plateau."""
+    return acc - 0.01 * (n - e)
+
+
+def epochs_for(acc: float, augment: str, n: int = EPOCHS, curve=linear) -> list[dict]:
+    """Validation accuracy per epoch from `curve`; test only on the last epoch."""
     train = acc + (0.01 if augment == "none" else -0.005)
     return [{"epoch": e, "lr": 0.1, "lr_last": 0.1, "train_loss": 1 / e, "train_acc": train - 0.01 * (n - e),
-             "val_loss": 0.5 / e, "val_acc": acc - 0.01 * (n - e), "test_loss": 0.5 / e if e == n else None,
+             "val_loss": 0.5 / e, "val_acc": curve(acc, augment, e, n), "test_loss": 0.5 / e if e == n else None,
              "test_acc": acc if e == n else None, "seconds": 2.0, "images_per_s": 500.0 + e} for e in range(1, n + 1)]
 
 
-def _config(augment: str, wd: float, schedule: str, seed: int) -> TrainConfig:
+def _config(augment: str, wd: float, schedule: str, seed: int, epochs: int = EPOCHS) -> TrainConfig:
     return TrainConfig(dataset="synthetic", augment=augment, weight_decay=wd, schedule=schedule, seed=seed,
-                       epochs=EPOCHS, batch_size=BATCH)
+                       epochs=epochs, batch_size=BATCH)
 
 
 def build_store(results: Path, augments=("none", "notebook"), wds=(0.0, 1e-3), schedules=("constant", "step"),
                 seeds=(0, 1, 2), extras: bool = True, provenance=None, grid_meta: dict | None = None,
-                acc=final_acc) -> dict[str, dict]:
-    """A store filled through the real API; returns {run_id: what was written}."""
+                acc=final_acc, budgets=(EPOCHS,), curve=linear) -> dict[str, dict]:
+    """A store filled through the real API; returns {run_id: what was written}. Several `budgets`
+    (epochs) make a budget pilot; `curve` shapes validation accuracy over the epochs."""
     written = {}
-    configs = [_config(a, w, s, k) for a in augments for w in wds for s in schedules for k in seeds]
+    configs = [_config(a, w, s, k, b) for b in budgets for a in augments for w in wds for s in schedules
+               for k in seeds]
     failed = _config(augments[0], wds[0], schedules[0], 7)
     diverged = _config(augments[-1], wds[-1], schedules[-1], 8)
     queued = _config(augments[-1], wds[0], schedules[0], 9)
@@ -72,11 +79,11 @@ def build_store(results: Path, augments=("none", "notebook"), wds=(0.0, 1e-3), s
         owner = new_owner()
         for i, cfg in enumerate(configs):
             final = acc(cfg.augment, cfg.weight_decay, cfg.schedule, cfg.seed)
-            epochs = epochs_for(final, cfg.augment)
+            epochs = epochs_for(final, cfg.augment, cfg.epochs, curve)
             result = {"status": "done", "epochs": epochs, "wall_s": 6.0 + cfg.seed, "final_test_acc": final,
-                      "final_train_acc": epochs[-1]["train_acc"], "final_test_loss": 0.5 / EPOCHS,
+                      "final_train_acc": epochs[-1]["train_acc"], "final_test_loss": 0.5 / cfg.epochs,
                       "final_val_acc": epochs[-1]["val_acc"], "final_val_loss": epochs[-1]["val_loss"],
-                      "best_val_acc": epochs[-1]["val_acc"], "best_val_epoch": EPOCHS,
+                      "best_val_acc": epochs[-1]["val_acc"], "best_val_epoch": cfg.epochs,
                       "train_images_per_s": 500.0 + cfg.seed}
             assert store.claim(cfg.run_id, owner)
             prov = provenance(i) if callable(provenance) else PROVENANCE

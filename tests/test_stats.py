@@ -62,6 +62,15 @@ def test_holm_by_hand() -> None:
     assert stats.holm([]).shape == (0,)
 
 
+def test_holm_is_statsmodels_multipletests() -> None:
+    from statsmodels.stats.multitest import multipletests
+
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        p = rng.uniform(0, 0.2, size=int(rng.integers(1, 12)))
+        assert stats.holm(p) == pytest.approx(multipletests(p, method="holm")[1])
+
+
 def test_paired_interval_is_scipys_ttest_rel() -> None:
     a, b = [97.1, 97.6, 96.9, 97.4], [96.8, 97.5, 96.3, 97.0]
     d, ref = stats.paired(a, b), sps.ttest_rel(a, b)

@@ -9,6 +9,11 @@ A grid is a TOML file (ablations/grids/NAME.toml, or any path):
     [axes]                    # any TrainConfig field: the factors studied
     augment = ["none", "notebook"]
     weight_decay = [0.0, 1e-3]
+    [analysis]                # optional: the analysis, declared before the runs (pre-registration)
+    endpoint = "final_test_acc"
+    scale = "logit"           # or "points"
+    margins = { augment = 0.5, weight_decay = 0.3 }   # equivalence margins, points at the grand mean
+    plateau_points = 0.2
 
 Configs are built through `TrainConfig.from_mapping`, the same code as the single-run CLI.
 """
@@ -36,7 +41,29 @@ from ablations.config import (
 from ablations.errors import UserError
 
 GRIDS_DIR = Path(__file__).resolve().parents[1] / "grids"  # ablations/grids/*.toml
-TOP_LEVEL_KEYS = {"description", "seeds", "fixed", "axes"}
+TOP_LEVEL_KEYS = {"description", "seeds", "fixed", "axes", "analysis"}
+ENDPOINTS = ("final_test_acc", "final_val_acc", "best_val_acc")  # accuracies a store keeps per run
+SCALES = ("logit", "points")
+ANALYSIS_KEYS = ("endpoint", "scale", "margins", "plateau_points")
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """The analysis a study declares before its runs: the one response, the scale its verdicts are
+    tested on, an equivalence margin per factor (points of accuracy at the grand mean; a factor
+    without one can be found to differ, never to be equivalent), and what counts as a plateau.
+    A grid without [analysis] gets these defaults: every endpoint is an accuracy, and accuracies
+    near 100% are analysed on the logit scale."""
+
+    endpoint: str = "final_test_acc"
+    scale: str = "logit"
+    margins: dict[str, float] = field(default_factory=dict)
+    plateau_points: float = 0.2  # validation points gained over the last fifth of training
+    declared: bool = False  # True: the grid file has an [analysis] table
+
+    def spec(self) -> dict[str, Any]:
+        return {"endpoint": self.endpoint, "scale": self.scale, "margins": dict(sorted(self.margins.items())),
+                "plateau_points": self.plateau_points}
 
 
 @dataclass(frozen=True)
@@ -46,6 +73,7 @@ class Grid:
     fixed: dict[str, Any] = field(default_factory=dict)
     axes: dict[str, list[Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
+    analysis: Analysis = field(default_factory=Analysis)
 
     def configs(self) -> list[TrainConfig]:
         """Every run, seed-major: seed 0 of every cell (the product of the axes, in file order),
@@ -64,12 +92,18 @@ class Grid:
         def plain(value: Any) -> Any:
             return list(value) if isinstance(value, tuple) else value
 
-        return {
+        spec = {
             "name": self.name,
             "axes": {k: [plain(v) for v in values] for k, values in self.axes.items()},
             "fixed": {k: plain(v) for k, v in sorted(self.fixed.items()) if k not in EXECUTION_FIELDS},
             "seeds": list(self.seeds),
         }
+        # Only a declared analysis is recorded: a grid without one records what it always did. The
+        # store tells grids apart by name, axes and fixed settings alone, so stores written before
+        # [analysis] existed resume, and run ids hash the TrainConfig only, so none changes.
+        if self.analysis.declared:
+            spec["analysis"] = self.analysis.spec()
+        return spec
 
     def cell_label(self, cfg: TrainConfig) -> str:
         """The run's coordinates on this grid's axes, e.g. 'augment=notebook weight_decay=0.001'."""
@@ -169,9 +203,43 @@ def grid_from_dict(name: str, raw: dict[str, Any], *, source: str = "<grid>") ->
             raise UserError(f"{source}: axis {key!r} needs a non-empty list of values")
         axes[name_] = [_parse(name_, v) for v in values]
     seeds = parse_seeds(raw.get("seeds", 1), f"{source}: seeds")
-    grid = Grid(name=name, description=raw.get("description", ""), fixed=fixed, axes=axes, seeds=seeds)
+    analysis = parse_analysis(raw["analysis"], source, axes) if "analysis" in raw else Analysis()
+    grid = Grid(name=name, description=raw.get("description", ""), fixed=fixed, axes=axes, seeds=seeds,
+                analysis=analysis)
     grid.configs()  # validate every value now, at the edge, before anything runs
     return grid
+
+
+def parse_analysis(raw: Any, source: str, axes: Iterable[str]) -> Analysis:
+    """An [analysis] table (from a grid file, or as a store recorded it), checked key by key."""
+    if not isinstance(raw, dict):
+        raise UserError(f"{source}: [analysis] must be a table, e.g. [analysis] scale = \"logit\"")
+    for key in raw:
+        if key not in ANALYSIS_KEYS:
+            raise UserError(f"{source}: unknown key analysis.{key}; [analysis] has {', '.join(ANALYSIS_KEYS)}")
+    endpoint, scale = raw.get("endpoint", Analysis.endpoint), raw.get("scale", Analysis.scale)
+    for key, value, choices in (("endpoint", endpoint, ENDPOINTS), ("scale", scale, SCALES)):
+        if value not in choices:
+            raise UserError(f"{source}: analysis.{key} {value!r} is not one of: {', '.join(choices)}")
+    margins = raw.get("margins", {})
+    if not isinstance(margins, dict):
+        raise UserError(f"{source}: analysis.margins must be a table of points per axis, e.g. {{ augment = 0.5 }}")
+    names = {normalize_key(a) for a in axes}
+    checked = {}
+    for key, value in margins.items():
+        if normalize_key(key) not in names:
+            raise UserError(f"{source}: analysis.margins.{key} is not an axis of this grid; axes: "
+                            f"{', '.join(sorted(names)) or 'none'}")
+        checked[normalize_key(key)] = _points(value, f"{source}: analysis.margins.{key}")
+    plateau = _points(raw.get("plateau_points", Analysis.plateau_points), f"{source}: analysis.plateau_points")
+    return Analysis(endpoint, scale, checked, plateau, declared=True)
+
+
+def _points(value: Any, where: str) -> float:
+    """A positive number of accuracy points, below 100."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 100:
+        raise UserError(f"{where} must be a number of accuracy points between 0 and 100, got {value!r}")
+    return float(value)
 
 
 def parse_seeds(value: Any, where: str) -> tuple[int, ...]:

@@ -16,13 +16,13 @@ import pandas as pd
 
 from ablations.config import Status
 from ablations.report.runs import Runs, cell_name
+from ablations.report.words import device, plural
 
 NOTEBOOK_EPOCHS, NOTEBOOK_TRAIN_IMAGES = 20, 60_000  # the notebook: 20 epochs over MNIST's 60,000 train images
 NOTEBOOK_IMAGES = NOTEBOOK_EPOCHS * NOTEBOOK_TRAIN_IMAGES
 # Final train accuracy (%) below which a model counts as under-trained: a little under what a
 # ResNet reaches on each training set when trained to the end (MNIST-like data: 99%).
 TRAIN_FLOOR = {"mnist": 99.0, "synthetic": 99.0, "fashion_mnist": 95.0, "cifar10": 95.0}
-STILL_RISING = 0.1  # points of validation accuracy gained in the last epoch that count as "still rising"
 HARDWARE_KEYS = ("device_name", "precision", "cpu_capability")
 
 
@@ -68,66 +68,62 @@ def budget_sentence(b: Budget) -> str:
 
 @dataclass(frozen=True)
 class Training:
-    """Whether the models were trained to the end, and the evidence."""
+    """Whether the models were trained to a plateau, and the evidence."""
 
     train_acc: float  # mean final train accuracy of done runs, %
-    floor: float  # under this, under-trained
-    last_gain: float  # mean validation accuracy gained in the last epoch, points; NaN without val records
-    rising_cells: pd.Series  # cell name -> mean last-epoch gain, for cells still rising, largest first
+    floor: float  # under this, under-trained when there is no validation record to judge by
+    plateau_points: float  # a cell has plateaued when its line over the last fifth rises less than this
+    rises: pd.Series  # cell name -> rise over the last fifth of training (points), every cell with records
+    share: float  # the budget as a share of the notebook's images (the largest, for a pilot)
 
     @property
-    def low_train_acc(self) -> bool:
-        return self.train_acc < self.floor
-
-    @property
-    def still_rising(self) -> bool:
-        return bool(self.last_gain > STILL_RISING)
+    def rising(self) -> pd.Series:
+        """Cells that had not plateaued, largest rise first."""
+        return self.rises[self.rises >= self.plateau_points].sort_values(ascending=False)
 
     @property
     def under_trained(self) -> bool:
-        return self.low_train_acc or self.still_rising
+        if self.rises.notna().any():
+            return len(self.rising) > 0
+        return self.train_acc < self.floor
 
 
-def training_state(r: Runs) -> Training | None:
-    """None when no run is done."""
+def training_state(r: Runs, plateau: pd.DataFrame, points: float) -> Training | None:
+    """None when no run is done. `plateau` is `curves.plateau` of the same runs."""
     done = r.done
     if done.empty:
         return None
     datasets = {c.get("dataset") for c in done["config"]}
     floor = min(TRAIN_FLOOR.get(d, 99.0) for d in datasets)
-    epochs = r.epochs[(r.epochs["status"] == Status.DONE) & r.epochs["val_acc"].notna()]
-    gains = pd.Series(dtype=float)
-    if len(epochs):
-        last_two = epochs.sort_values("epoch").groupby("run_id").tail(2)
-        per_run = last_two.groupby("run_id")["val_acc"].agg(lambda v: v.iloc[-1] - v.iloc[0] if len(v) == 2 else np.nan)
-        keyed = done.set_index("run_id")[r.keys].join(per_run.rename("gain"), how="inner")
-        names = keyed[r.keys].astype(str).apply(lambda row: cell_name({k: row[k] for k in r.keys}), axis=1)
-        gains = keyed["gain"].groupby(names).mean()
-        last_gain = float(per_run.mean())
+    rises = pd.Series(dtype=float)
+    if len(plateau):
+        names = [cell_name({k: row[k] for k in r.keys}) for _, row in plateau.iterrows()]
+        rises = pd.Series(plateau["rise"].to_numpy(float), index=names).dropna()
+    share = max(training_budget(r).notebook_share, default=math.nan)
+    return Training(float(done["train_acc"].mean()), floor, points, rises, share)
+
+
+def caveat(t: Training) -> str:
+    """The reading's first line when the models had not finished learning: what the findings measure."""
+    if t.rises.notna().any():
+        why = (f"validation accuracy still rose {t.plateau_points:g} points or more over the last fifth of training "
+               f"in {len(t.rising)} of {plural(len(t.rises), 'cell')}")
     else:
-        last_gain = math.nan
-    rising = gains[gains > STILL_RISING].sort_values(ascending=False)
-    return Training(float(done["train_acc"].mean()), floor, last_gain, rising)
+        why = f"mean final train accuracy {t.train_acc:.2f}% is below {t.floor:.0f}%"
+    return (f"**Under-trained** at {100 * t.share:.1f}% of the notebook's training images: {why}. These findings "
+            "measure learning speed at this budget, not where training ends.")
 
 
 def training_sentence(t: Training) -> str:
     acc = f"Mean final train accuracy {t.train_acc:.2f}%"
-    rise = ("no validation records, so whether accuracy still rose at the end is unknown"
-            if math.isnan(t.last_gain) else
-            f"validation accuracy rose {t.last_gain:+.2f} points on average in the last epoch")
+    if t.rises.isna().all() or t.rises.empty:
+        tail = "no validation records, so whether accuracy had plateaued is unknown"
+        return f"{acc}; {tail}." + (f" {caveat(t)}" if t.under_trained else "")
     if not t.under_trained:
-        return (f"{acc} (at least {t.floor:.0f}%) and {rise}: the models are trained to a plateau, "
-                "so the comparisons are of trained models.")
-    reasons = []
-    if t.low_train_acc:
-        reasons.append(f"train accuracy is {t.floor - t.train_acc:.2f} points below {t.floor:.0f}%")
-    if t.still_rising:
-        top = ", ".join(f"{name} ({gain:+.2f})" for name, gain in t.rising_cells.head(3).items())
-        reasons.append(f"validation accuracy is still rising at the last epoch ({rise}; most in {top})")
-    elif math.isnan(t.last_gain):
-        reasons.append(rise)
-    return (f"**Under-trained**: {acc}; {' and '.join(reasons)}. The findings below compare models stopped "
-            "early: they say which settings learn faster in this budget, not which end better.")
+        return (f"{acc}; every cell's validation accuracy rose less than {t.plateau_points:g} points over the last "
+                "fifth of training: the models are trained to a plateau, so the comparisons are of trained models.")
+    top = ", ".join(f"{name} ({gain:+.2f})" for name, gain in t.rising.head(3).items())
+    return (f"{acc}; validation accuracy still rises over the last fifth of training (most in {top}). {caveat(t)}")
 
 
 def hardware(r: Runs) -> tuple[str, str | None]:
@@ -139,8 +135,8 @@ def hardware(r: Runs) -> tuple[str, str | None]:
         return "unknown (no run recorded its provenance)", None
 
     def describe(combo: tuple[str, ...]) -> str:
-        device, precision, capability = combo
-        return f"{device}, precision {precision}, CPU capability {capability}"
+        name, precision, capability = combo
+        return f"{device(name)}, precision {precision}, CPU capability {capability}"
     shared = max(int(p.get("concurrent_runs") or 1) for p in prov)
     if shared > 1:  # images/s and wall time of a run measured beside others on the same device
         def describe(combo: tuple[str, ...], plain=describe) -> str:
@@ -150,12 +146,24 @@ def hardware(r: Runs) -> tuple[str, str | None]:
     # precision as a studied axis differs by design: one machine, several precisions, no warning
     machines = {(device, capability) for device, _, capability in combos}
     if "precision" in r.axes and len(machines) == 1:
-        (device, capability), = machines
-        return f"{device}, precision by cell (the precision axis), CPU capability {capability}", None
-    listing = "; ".join(f"{n} runs on {describe(c)}" for c, n in sorted(combos.items()))
+        (name, capability), = machines
+        return f"{device(name)}, precision by cell (the precision axis), CPU capability {capability}", None
+    listing = "; ".join(f"{plural(n, 'run')} on {describe(c)}" for c, n in sorted(combos.items()))
     return "mixed (see the warning)", (f"**Warning: the runs of this store differ in device, precision or CPU "
                                        f"capability** ({listing}). Differences between cells may partly be "
                                        "differences between machines; compare runs of one machine.")
+
+
+def machines(r: Runs) -> pd.DataFrame:
+    """Runs per machine and precision (device, resolved precision, CPU capability), done ones apart."""
+    rows = [{"device_name": device(str(p.get("device_name") or "unknown")),
+             "precision": str(p.get("precision") or "unknown"), "cpu_capability": str(p.get("cpu_capability") or "–"),
+             "done": s == Status.DONE} for p, s in zip(r.runs["provenance"], r.runs["status"], strict=True)
+            if p and s != Status.QUEUED]
+    if not rows:
+        return pd.DataFrame(columns=[*HARDWARE_KEYS, "runs", "done"])
+    frame = pd.DataFrame(rows).groupby(list(HARDWARE_KEYS), sort=True)["done"].agg(runs="size", done="sum")
+    return frame.reset_index()
 
 
 def seeds_per_cell(cells: pd.DataFrame) -> str:
@@ -163,11 +171,11 @@ def seeds_per_cell(cells: pd.DataFrame) -> str:
     if done.empty:
         return "no done run"
     low, high = int(done.min()), int(done.max())
-    return f"{low} seeds per cell" if low == high else f"{low} to {high} seeds per cell"
+    return f"{plural(low, 'seed')} per cell" if low == high else f"{low} to {high} seeds per cell"
 
 
 def caption_context(r: Runs, cells: pd.DataFrame, b: Budget) -> str:
     """n, budget and hardware, for the caption of every table and figure."""
-    return (f"n = {len(r.done)} done runs, {seeds_per_cell(cells)}; {spread(b.epochs)} epochs, "
+    return (f"n = {plural(len(r.done), 'done run')}, {seeds_per_cell(cells)}; {spread(b.epochs)} epochs, "
             f"{spread(b.steps)} SGD steps per run ({spread(tuple(100 * s for s in b.notebook_share), '.1f')}% of "
             f"the notebook's images); {hardware(r)[0]}.")

@@ -1,14 +1,14 @@
-"""The standard plots of a grid and of a benchmark run, as PNG (for the page) and SVG (for papers).
+"""The figures of a grid and of a benchmark run, as SVG (the HTML page) and PNG (REPORT.md).
 
-Each figure is drawn from the same DataFrames as the tables. A figure the store cannot
-support (say, a heatmap over weight decay x schedule when only augmentation varies) is
-skipped with a reason that the page prints; drawing never stops the report.
+Each figure is drawn from the same DataFrames as the tables. A figure the store cannot support
+(say, a heatmap over weight decay x schedule when only augmentation varies) is skipped with a
+reason that the page prints; drawing never stops the report. The answer's figures come first:
+the effect plot, then the learning curves (`plots`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -20,75 +20,62 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from ablations.config import Status  # noqa: E402
 from ablations.errors import UserError  # noqa: E402
+from ablations.report import plots  # noqa: E402
 from ablations.report.bench import Bench  # noqa: E402
+from ablations.report.blocks import Plot  # noqa: E402
 from ablations.report.budget import caption_context, training_budget  # noqa: E402
+from ablations.report.palette import OKABE_ITO, colours  # noqa: E402
+from ablations.report.plots import Skip  # noqa: E402
 from ablations.report.runs import Runs, cell_name  # noqa: E402
 from ablations.report.study import Study  # noqa: E402
 from ablations.schedules import lr_curve, make_schedule  # noqa: E402
 
 DPI = 110
-LR_STEPS_PER_EPOCH = 100  # resolution of the drawn lr curves; the real step count does not change their shape
 # Fixed SVG element ids and no date: the same store gives byte-identical files.
-RC = {"svg.hashsalt": "ablations-report", "svg.fonttype": "none"}
+RC = {"svg.hashsalt": "ablations-report", "svg.fonttype": "none", "font.size": 9}
 SCHEDULE_FIELDS = ("schedule", "lr", "epochs", "milestones", "gamma", "warmup_epochs")
+FIRST = ("effects", "learning_curves")  # the answer's figures, by name
 
 
-class Skip(Exception):
-    """This store cannot support the figure; the message says why, for the page."""
-
-
-@dataclass(frozen=True)
-class Figure:
-    name: str
-    title: str
-    caption: str = ""
-    paths: tuple[Path, ...] = ()
-    skipped: str | None = None  # why it was not drawn
-
-
-def draw_grid_figures(study: Study, folder: Path) -> list[Figure]:
-    """Every standard figure of a grid, in page order; each caption ends with n and the budget."""
-    r, cells = study.runs, study.tables["cells"]
-    done = r.epochs[r.epochs["status"] == Status.DONE]
-    effects = study.tables.get("main_effects")
-    specs: list[tuple[str, str, Callable[[], str]]] = [
-        ("learning_curves_val_acc", "Validation accuracy per epoch", lambda: _curves(r, done, "val_acc", folder)),
-        ("learning_curves_val_loss", "Validation loss per epoch", lambda: _curves(r, done, "val_loss", folder)),
-        ("heatmap_test_acc", "Final test accuracy: weight decay x schedule", lambda: _heatmap(r, folder)),
-        ("main_effects", "Main effects on final test accuracy",
-         lambda: _main_effects(effects, study.model_note, folder)),
-        ("train_vs_test", "Final train and test accuracy per cell", lambda: _train_vs_test(r, cells, folder)),
-        ("lr_schedules", "Learning rate of each schedule", lambda: _lr_curves(r, folder)),
+def draw_grid_figures(study: Study, folder: Path) -> list[Plot]:
+    """Every figure of a grid, in page order (the answer's two first); each caption ends with n,
+    the budget and the hardware."""
+    r, t = study.runs, study.tables
+    centre = study.model.centre if study.model else 0.0
+    scale = study.model.scale if study.model else study.plan.scale
+    specs: list[tuple[str, str, Callable[[], tuple[plt.Figure, str]]]] = [
+        ("effects", "What each factor does", lambda: plots.effects(t.get("effects"), centre, scale, study.model_note)),
+        ("learning_curves", "Validation accuracy per epoch", lambda: plots.curves(r, t["val_curves"])),
+        ("effect_by_epoch", "The effect at every budget",
+         lambda: plots.effect_by_epoch(r, t["effect_by_epoch"], study.plan.margins)),
+        ("heatmap_test_acc", "Final test accuracy: weight decay x schedule", lambda: _heatmap(r)),
+        ("train_vs_test", "Final train and test accuracy per cell", lambda: _train_vs_test(r, t["cells"])),
+        ("lr_schedules", "Learning rate of each schedule", lambda: _lr_curves(r)),
     ]
-    context = caption_context(r, cells, training_budget(r))
+    context = caption_context(r, t["cells"], training_budget(r))
     return [_attempt(name, title, draw, folder, context) for name, title, draw in specs]
 
 
-def draw_bench_figures(bench: Bench, folder: Path) -> list[Figure]:
-    return [_attempt(bench.file_name(g), f"Throughput: {g}", lambda t=t, g=g: _bench_bars(bench, g, t, folder), folder)
-            for g, t in bench.groups.items()]
+def draw_bench_figures(bench: Bench, folder: Path) -> list[Plot]:
+    return [_attempt("bench_throughput", "Throughput per variant", lambda: _bench_bars(bench), folder)]
 
 
-def _attempt(name: str, title: str, draw: Callable[[], str], folder: Path, context: str = "") -> Figure:
+def _attempt(name: str, title: str, draw: Callable[[], tuple[plt.Figure, str]], folder: Path,
+             context: str = "") -> Plot:
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        with plt.rc_context(RC), sns.axes_style("whitegrid"):
-            caption = draw()
+        with sns.axes_style("whitegrid"), plt.rc_context(RC):
+            fig, caption = draw()
+            fig.savefig(folder / f"{name}.png", dpi=DPI, bbox_inches="tight")
+            fig.savefig(folder / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
     except Skip as why:
-        return Figure(name, title, skipped=str(why))
+        return Plot(name, title, skipped=str(why))
     except Exception as err:  # a plotting bug must cost one figure, not the report of a finished grid
-        return Figure(name, title, skipped=f"could not be drawn ({type(err).__name__}: {err})")
+        return Plot(name, title, skipped=f"a plotting error ({type(err).__name__}: {err})")
     finally:
         plt.close("all")
-    caption = f"{caption} {context}".strip()
-    return Figure(name, title, caption, (folder / f"{name}.png", folder / f"{name}.svg"))
-
-
-def _save(fig: plt.Figure, folder: Path, name: str) -> None:
-    fig.savefig(folder / f"{name}.png", dpi=DPI, bbox_inches="tight")
-    fig.savefig(folder / f"{name}.svg", bbox_inches="tight", metadata={"Date": None})
+    return Plot(name, title, f"{caption} {context}".strip(), (folder / f"{name}.png", folder / f"{name}.svg"))
 
 
 def _pooled(r: Runs, shown: tuple[str, ...]) -> str:
@@ -96,27 +83,7 @@ def _pooled(r: Runs, shown: tuple[str, ...]) -> str:
     return f" Pooled over {', '.join(rest)}." if rest else ""
 
 
-# ---- grid figures ------------------------------------------------------------------------
-def _curves(r: Runs, done: pd.DataFrame, metric: str, folder: Path) -> str:
-    if done.empty or done[metric].isna().all():
-        raise Skip("no done run has per-epoch validation records (a store written before the validation split)")
-    col = "augment" if "augment" in r.axes else None
-    row = "weight_decay" if "weight_decay" in r.axes else None
-    hue = "schedule" if "schedule" in r.axes else None
-    ylabel = {"val_acc": "validation accuracy (%)", "val_loss": "validation loss"}[metric]
-    grid = sns.relplot(data=done, x="epoch", y=metric, col=col, row=row, hue=hue, kind="line", errorbar="sd",
-                       marker="o", height=2.6, aspect=1.35, facet_kws={"margin_titles": True, "sharey": True})
-    grid.set_axis_labels("epoch", ylabel)
-    epochs = sorted(done["epoch"].unique())
-    for ax in grid.axes.flat:
-        ax.set_xticks(epochs if len(epochs) <= 12 else epochs[:: max(1, len(epochs) // 10)])
-    _save(grid.figure, folder, f"learning_curves_{metric}")
-    panels = " x ".join(a for a in (col, row) if a) or "one panel"
-    return (f"Mean over seeds (line) and ±1 std (band), done runs only; panels: {panels}"
-            f"{'; colour: schedule' if hue else ''}.{_pooled(r, ('augment', 'weight_decay', 'schedule'))}")
-
-
-def _heatmap(r: Runs, folder: Path) -> str:
+def _heatmap(r: Runs) -> tuple[plt.Figure, str]:
     missing = [a for a in ("weight_decay", "schedule") if a not in r.axes]
     if missing:
         raise Skip(f"needs weight_decay and schedule to vary; this store does not vary {' or '.join(missing)}")
@@ -137,33 +104,11 @@ def _heatmap(r: Runs, folder: Path) -> str:
         sns.heatmap(pivot, ax=ax, annot=True, fmt=".2f", cmap="viridis", vmin=vmin, vmax=vmax,
                     cbar=i == len(pivots) - 1, cbar_kws={"label": "final test accuracy (%)"})
         ax.set_title("all runs" if level is None else f"augment = {level}")
-    _save(fig, folder, "heatmap_test_acc")
-    return ("Mean final test accuracy (%) of done runs, one colour scale for all panels; blank: no done run."
-            f"{_pooled(r, ('augment', 'weight_decay', 'schedule'))}")
+    return fig, ("Mean final test accuracy (%) of done runs, one colour scale (viridis, readable in grey) for all "
+                 f"panels; blank: no done run.{_pooled(r, ('augment', 'weight_decay', 'schedule'))}")
 
 
-def _main_effects(effects: pd.DataFrame | None, why_no_model: str, folder: Path) -> str:
-    if effects is None:
-        raise Skip(f"no factorial model: {why_no_model}")
-    axes = list(dict.fromkeys(effects["axis"]))
-    fig, plots = plt.subplots(1, len(axes), figsize=(0.6 + 3.2 * len(axes), 3.2), squeeze=False, sharey=True)
-    for ax, axis in zip(plots[0], axes, strict=True):
-        part = effects[effects["axis"] == axis]
-        x = np.arange(len(part))
-        mean = part["test_acc"].to_numpy(dtype=float)
-        low = np.nan_to_num(mean - part["test_acc_ci_low"].to_numpy(dtype=float))  # no interval: no bar
-        high = np.nan_to_num(part["test_acc_ci_high"].to_numpy(dtype=float) - mean)
-        ax.errorbar(x, mean, yerr=[low, high], fmt="o-", capsize=4)
-        ax.set_xticks(x, part["level"], rotation=30 if len(part) > 3 else 0)
-        qualified = part["qualified_by"].iloc[0]
-        ax.set_xlabel(f"{axis} *" if qualified else axis)
-    plots[0][0].set_ylabel("final test accuracy (%)")
-    _save(fig, folder, "main_effects")
-    return ("Least-squares mean of each level (equal weight on every cell of the other axes) from the factorial "
-            "model, with its pointwise 95% HC3 interval. * an interaction qualifies this axis: see simple effects.")
-
-
-def _train_vs_test(r: Runs, cells: pd.DataFrame, folder: Path) -> str:
+def _train_vs_test(r: Runs, cells: pd.DataFrame) -> tuple[plt.Figure, str]:
     done = r.done
     if done.empty or done[["train_acc", "test_acc"]].isna().all().all():
         raise Skip("no done run with final accuracies")
@@ -174,60 +119,69 @@ def _train_vs_test(r: Runs, cells: pd.DataFrame, folder: Path) -> str:
     long["split"] = long["split"].map({"train_acc": "train", "test_acc": "test"})
     fig, ax = plt.subplots(figsize=(6.4, 1.0 + 0.34 * len(names)))
     sns.pointplot(data=long, x="acc", y="cell", hue="split", order=[n for n in names if n in set(long["cell"])],
-                  hue_order=["train", "test"], errorbar="sd", linestyle="none", dodge=0.4, ax=ax)
+                  hue_order=["train", "test"], palette=[OKABE_ITO[1], OKABE_ITO[0]], errorbar="sd",
+                  linestyle="none", dodge=0.4, ax=ax)
     ax.set_xlabel("final accuracy (%)")
-    ax.set_ylabel("cell")
-    _save(fig, folder, "train_vs_test")
-    return ("Mean over seeds with ±1 std. Train accuracy is the running accuracy over the last epoch's training "
-            "batches (augmented where the cell augments, model in training mode); test accuracy is measured on "
-            "clean test images, final model.")
+    ax.set_ylabel("")
+    return fig, ("Mean over seeds with ±1 std. Train accuracy is the running accuracy over the last epoch's training "
+                 "batches (augmented where the cell augments, model in training mode); test accuracy is measured on "
+                 "clean test images, final model.")
 
 
-def _lr_curves(r: Runs, folder: Path) -> str:
+def _lr_curves(r: Runs) -> tuple[plt.Figure, str]:
     settings = r.runs["config"].map(lambda c: tuple((k, _hashable(c.get(k))) for k in SCHEDULE_FIELDS))
     distinct = sorted(set(settings), key=repr)
     varying = [k for i, k in enumerate(SCHEDULE_FIELDS) if len({s[i][1] for s in distinct}) > 1] or ["schedule"]
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    palette = colours(r).get("schedule", {})
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
     notes = []
     for setting in distinct:
         cfg = dict(setting)
         try:
-            fn = make_schedule(cfg["schedule"], base_lr=cfg["lr"], steps_per_epoch=LR_STEPS_PER_EPOCH,
+            fn = make_schedule(cfg["schedule"], base_lr=cfg["lr"], steps_per_epoch=plots.STEPS_PER_EPOCH,
                                epochs=cfg["epochs"], milestones=tuple(cfg["milestones"] or ()), gamma=cfg["gamma"],
                                warmup_epochs=cfg["warmup_epochs"])
         except UserError as err:
             notes.append(f"{cfg['schedule']} not drawn: {err}")
             continue
-        steps = cfg["epochs"] * LR_STEPS_PER_EPOCH
-        name = cell_name({k: cfg[k] for k in varying})
-        ax.plot(np.arange(steps) / LR_STEPS_PER_EPOCH, lr_curve(fn, steps), label=name)
+        steps = cfg["epochs"] * plots.STEPS_PER_EPOCH
+        ax.plot(np.arange(steps) / plots.STEPS_PER_EPOCH, lr_curve(fn, steps), color=palette.get(cfg["schedule"]),
+                label=cell_name({k: cfg[k] for k in varying}))
     if not ax.lines:
         raise Skip("; ".join(notes) or "no schedule to draw")
     ax.set_xlabel("epoch")
     ax.set_ylabel("learning rate")
-    ax.legend(fontsize="small")
-    _save(fig, folder, "lr_schedules")
-    return "From the stored settings, drawn at 100 steps per epoch." + (" " + "; ".join(notes) if notes else "")
+    ax.legend(fontsize="small", frameon=False)
+    return fig, ("From the stored settings, drawn at 100 steps per epoch; each schedule in its colour of every "
+                 "figure." + (" " + "; ".join(notes) if notes else ""))
 
 
 def _hashable(value: object) -> object:
     return tuple(value) if isinstance(value, list) else value
 
 
-# ---- benchmark figures -------------------------------------------------------------------
-def _bench_bars(bench: Bench, group: str, table: pd.DataFrame, folder: Path) -> str:
-    data = table.dropna(subset=["images_per_s"])
-    if data.empty:
-        raise Skip("no benchmark of this group reports images_per_s")
-    fig, ax = plt.subplots(figsize=(6.4, 1.0 + 0.42 * len(data)))
-    sns.barplot(data=data, x="images_per_s", y="variant", hue="role", dodge=False, ax=ax,
-                hue_order=[h for h in ("baseline", "candidate") if h in set(data["role"])] or None)
-    for i, row in enumerate(data.itertuples(index=False)):
-        if np.isfinite(row.speedup):
-            ax.annotate(f" {row.speedup:.2f}×", (row.images_per_s, i), va="center", fontsize="small")
-    ax.set_xlim(0, data["images_per_s"].max() * 1.2)  # room for the speed-up labels
-    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), frameon=False)
-    ax.set_xlabel("images / s (higher is better)")
-    ax.set_ylabel("")
-    _save(fig, folder, bench.file_name(group))
-    return "Speed-up against the group's baseline at the end of each bar."
+def _bench_bars(bench: Bench) -> tuple[plt.Figure, str]:
+    """One row per benchmark group: every variant's images/s relative to the group's notebook-style
+    baseline (log scale, the baseline at 1×), the fastest named with its speed-up and images/s."""
+    groups = [(g, t.dropna(subset=["images_per_s", "speedup"])) for g, t in bench.groups.items()]
+    groups = [(g, t) for g, t in groups if len(t)]
+    if not groups:
+        raise Skip("no benchmark group has a baseline and images_per_s")
+    fig, ax = plt.subplots(figsize=(7.4, 0.8 + 0.32 * len(groups)))
+    for i, (_, data) in enumerate(groups):
+        base = data["role"] == "baseline"
+        ax.scatter(data.loc[~base, "speedup"], [i] * int((~base).sum()), s=22, color=OKABE_ITO[0], zorder=3)
+        ax.scatter(data.loc[base, "speedup"], [i] * int(base.sum()), s=30, marker="D", color=OKABE_ITO[1], zorder=3)
+        top = data.iloc[0]  # fastest first
+        ax.annotate(f"  {top['variant']}: {top['speedup']:.2f}×, {top['images_per_s']:,.0f} img/s",
+                    (top["speedup"], i), va="center", fontsize=7.5)
+    ax.set_xscale("log")
+    ax.axvline(1.0, color=OKABE_ITO[1], lw=0.8)
+    ax.set_yticks(range(len(groups)), [g for g, _ in groups], fontsize=8)
+    ax.invert_yaxis()
+    low = min(float(t["speedup"].min()) for _, t in groups)
+    high = max(float(t["speedup"].max()) for _, t in groups)
+    ax.set_xlim(low / 1.5, high * 12)  # room on the right for the fastest variant's label
+    ax.set_xlabel("images/s relative to the group's baseline (log scale; higher is faster)")
+    return fig, ("Every variant's throughput relative to its group's notebook-style baseline (orange diamond, 1×); "
+                 "the fastest variant of each group named with its speed-up and images/s. Tables per group below.")

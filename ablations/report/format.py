@@ -44,13 +44,23 @@ LABELS = {
     "utilization": "utilization %", "kernel_ceiling": "kernel ceiling %", "peak_memory_bytes": "peak memory MiB", "median_s": "median s / call",
     "batch_size": "batch", "img_size": "px", "num_threads": "threads", "param_count": "parameters",
     "achieved_flops_per_s": "achieved TFLOP/s", "memory_format": "memory format",
+    "kind": "kind", "points": "points at grand mean", "points_ci": "simultaneous 95% CI (points)",
+    "error_change": "error change", "error_change_ci": "its 95% CI", "margin": "margin ± (points)",
+    "p_tost": "TOST p (Holm)", "verdict": "verdict", "method": "method", "agrees": "same verdict",
+    "note": "why the intervals differ", "p_improve": "P(level > reference)", "p_improve_ci": "bootstrap 95% CI",
+    "pairs": "matched pairs", "rise": "rise over the last fifth (points)", "plateaued": "plateaued",
+    "window": "epochs fitted", "budget": "budget (epochs)", "cells": "cells", "all_plateaued": "every cell plateaued",
+    "device_name": "device", "precision": "precision", "cpu_capability": "CPU capability", "done": "done",
+    "epoch": "epoch", "last_epoch": "last epoch", "axis": "axis", "level": "level", "reference": "reference",
 }
 # Where a table's column means something more specific than LABELS says.
 TABLE_LABELS = {
     "cells": {"test_acc_ci": "95% CI (seeds + test set, logit)"},
     "leaderboard": {"test_acc_ci": "95% CI (seeds + test set, logit)"},
-    "main_effects": {"test_acc": "LS mean test acc %", "test_acc_ci": "95% CI of the mean (pointwise, HC3)"},
-    "anova": {"p": "p (classical F)", "significant": "p (HC3) < 0.05"},
+    "anova": {"p": "p (classical F)", "significant": "p < 0.05 (the verdicts' covariance)"},
+    "sensitivity": {"points_ci": "interval (points)"},
+    "val_curves": {"val_acc": "val acc % (seed mean)", "val_acc_ci": "95% CI over seeds (logit)"},
+    "effect_by_epoch": {"points": "effect (points)"},
     "pairing": {"diff": "diff per seed (points)", "diff_ci": "paired 95% CI"},
 }
 
@@ -74,11 +84,27 @@ def _int(v: Any) -> str:
     return MISSING if _missing(v) else f"{int(v)}"
 
 
+def _count(v: Any) -> str:
+    """A count that may be a mean: '17' when whole, '2.5' when not."""
+    return MISSING if _missing(v) else f"{int(round(v))}" if float(v) == round(float(v)) else f"{v:.1f}"
+
+
+def _signed_percent(v: Any) -> str:
+    """A relative change as a fraction -> '-41%'."""
+    return MISSING if _missing(v) else f"{100 * v:+.0f}%"
+
+
+def _yes(v: Any) -> str:
+    return MISSING if _missing(v) else "yes" if bool(v) else "no"
+
+
 FORMATTERS: dict[str, Callable[[Any], str]] = {
     "p": _p, "p_holm": _p, "n": _int, "n_ref": _int, "runs": _int, "rank": _int, "seed": _int,
     "reached": _int, "diverged_epoch": _int, "batch_size": _int, "rounds": _int, "img_size": _int,
     "num_threads": _int, "param_count": _int,
-    "df": _num(1), "wall_s": _num(1), "epochs_to_target": _num(1),
+    "df": _count, "wall_s": _num(1), "epochs_to_target": _num(1), "epoch": _count, "last_epoch": _count,
+    "error_change": _signed_percent, "p_tost": _p, "p_improve": _num(2), "agrees": _yes, "plateaued": _yes,
+    "all_plateaued": _yes, "pairs": _int, "cells": _int, "done": _int, "margin": _num(2),
     "speedup": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
     "images_per_s": lambda v: MISSING if _missing(v) else f"{v:,.0f}",
     "utilization": _percent, "kernel_ceiling": _percent,
@@ -87,12 +113,15 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "achieved_flops_per_s": lambda v: MISSING if _missing(v) else f"{v / 1e12:.2f}",
     "significant": lambda v: "" if _missing(v) else "yes" if bool(v) else "",
     "F": _num(2), "F_hc3": _num(2), "p_hc3": _p, "sum_sq": _num(3), "partial_eta_sq": _num(3), "se": _num(3),
-    "std": _num(3), "seed_correlation": _num(2), "test_images": _int, "best_val_epoch": _num(1), "seeds": _int,
+    "std": _num(3), "seed_correlation": _num(2), "test_images": _int, "best_val_epoch": _count, "seeds": _int,
     "family": _int,
     "width_ratio": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
     **{c: lambda v: MISSING if _missing(v) else "more than 10,000" if math.isinf(v) else f"{int(v)}"
        for c in ("seeds_for_0_5", "seeds_for_1", "seeds_for_2")},
 }
+
+
+CI_AS_VALUES = ("error_change",)  # interval ends printed as the value is, not as plain numbers
 
 
 def _missing(v: Any) -> bool:
@@ -109,7 +138,8 @@ def humanize(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.Da
             continue  # merged into its mean's columns below
         if col == "reached" and "epochs_to_target" in columns:
             continue
-        fmt = FORMATTERS.get(col, _int if pd.api.types.is_integer_dtype(frame[col]) else _num(2))
+        fmt = FORMATTERS.get(col, _yes if pd.api.types.is_bool_dtype(frame[col]) else
+                             _int if pd.api.types.is_integer_dtype(frame[col]) else _num(2))
         values = [fmt(v) if not isinstance(v, str) else v for v in frame[col]]
         if f"{col}_std" in columns:
             values = [v if _missing(s) else f"{v} ± {s:.2f}" for v, s in zip(values, frame[f"{col}_std"], strict=True)]
@@ -118,7 +148,8 @@ def humanize(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> pd.Da
         out[names.get(col, col)] = values
         if f"{col}_ci_low" in columns:
             ci = names.get(f"{col}_ci", "95% CI")
-            out[ci] = [MISSING if _missing(lo) else f"[{lo:.2f}, {hi:.2f}]"
+            end = FORMATTERS[col] if col in CI_AS_VALUES else (lambda v: f"{v:.2f}")
+            out[ci] = [MISSING if _missing(lo) or _missing(hi) else f"[{end(lo)}, {end(hi)}]"
                        for lo, hi in zip(frame[f"{col}_ci_low"], frame[f"{col}_ci_high"], strict=True)]
     return pd.DataFrame(out, columns=list(out))
 
@@ -143,7 +174,8 @@ def markdown(frame: pd.DataFrame, labels: dict[str, str] | None = None) -> str:
 
 # A humanized number: "1,234", "-0.52", "97.12 ± 0.31", "< 0.001", "1.50×", "[96.40, 97.90]", "3.0 (2 of 3 seeds)".
 _NUMBER = r"[+-]?\d[\d,]*(?:\.\d+)?(?:e[+-]?\d+)?"
-NUMERIC = re.compile(rf"(?:<\s*)?{_NUMBER}[×%]?(?: ± {_NUMBER})?(?: \(\d+ of \d+ seeds\))?|\[{_NUMBER}, {_NUMBER}\]")
+NUMERIC = re.compile(rf"(?:<\s*)?{_NUMBER}[×%]?(?: ± {_NUMBER})?(?: \(\d+ of \d+ seeds\))?"
+                     rf"|\[{_NUMBER}%?, {_NUMBER}%?\]")
 
 
 def numeric_columns(shown: pd.DataFrame) -> list[bool]:

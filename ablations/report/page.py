@@ -1,54 +1,54 @@
-"""The report page: what was run and what it can support, the reading, the tables, the figures.
+"""The report page: the answer first (the effect plot beside the reading in at most ten lines, then
+the learning curves), then the evidence in order of how often people need it, long parts collapsed.
 
 `sections` builds the page once as content objects (ablations.report.blocks); REPORT.md and
-REPORT.html are two renderings of the same list, so they cannot say different things.
-Every sentence about results is generated from the tables, so the page cannot claim more
-than the store holds. No clock is read here: dates come from the runs themselves, so the
-same store always gives the same page. Each caption ends with n and the training budget.
+REPORT.html are two renderings of the same list, so they cannot say different things, and read
+in the same order. Every sentence about results is generated from the tables. No clock is read
+here: the same store always gives the same page. Each caption ends with n, budget and hardware.
 """
 
 from __future__ import annotations
 
-import math
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-import pandas as pd
-
-from ablations.config import STATUSES, TrainConfig
-from ablations.errors import UserError
-from ablations.report.bench import Bench, shown
-from ablations.report.blocks import Block, Bullets, Facts, Heading, Paragraph, Table, to_markdown
+from ablations.report.bench import Bench
+from ablations.report.bench_page import bench_section
+from ablations.report.blocks import Answer, Block, Bullets, Facts, Heading, Paragraph, Plot, Section, Table
 from ablations.report.blocks import Figure as FigureBlock
-from ablations.report.budget import caption_context, hardware, training_budget
-from ablations.report.factorial import ADJUSTMENT
+from ablations.report.budget import caption_context, training_budget
+from ablations.report.factorial import ADJUSTMENT, HC3, HC3_MIN_SEEDS
 from ablations.report.format import labels_for
-from ablations.report.reading import PERCENT, reading
-from ablations.report.runs import Runs, cell_name, label
+from ablations.report.overview import overview
+from ablations.report.reading import answer, reading
+from ablations.report.runs import cell_name
+from ablations.report.scale import describe
+from ablations.report.sentences import PERCENT
 from ablations.report.study import Study
 
-if TYPE_CHECKING:  # the page only reads figure records; plotting libraries load where figures are drawn
-    from ablations.report.figures import Figure
-
-# Native image sizes, for the "image size" line (ablations.data knows them too, but imports torch).
-NATIVE_SIZE = {"mnist": 28, "fashion_mnist": 28, "cifar10": 32, "synthetic": 28}
-FAMILY = (f"Intervals are simultaneous {PERCENT} ({ADJUSTMENT} over the m rows of the table); p is Holm-adjusted "
-          "over the same rows (Holm can reject where the Bonferroni interval still touches 0); the unadjusted p is "
-          "shown for reference only.")
-MODEL = ("From one OLS model of final test accuracy (points) on every axis and all their interactions, with the "
-         "seed as an additive block; standard errors HC3 (robust to the unequal seed spread of the cells), "
-         "t with the residual df.")
-
-
 TITLE = "Ablation report"
+FAMILY = (f"Intervals are simultaneous {PERCENT} ({ADJUSTMENT} over the m rows of one family); p is Holm-adjusted "
+          "over the same rows.")
 # Table titles by file name: the page's headings and the LaTeX captions.
 TITLES = {
     "notebook": "The notebook says / this study finds", "status": "Status", "problem_runs": "Failed and diverged runs",
     "cells": "Per cell", "anova": "Analysis of variance", "simple_effects": "Simple effects",
-    "main_effects": "Main effects", "vs_baseline": "Against the baseline", "pairing": "Pairing by seed",
-    "seeds_needed": "Seeds needed", "leaderboard": "Leaderboard",
+    "effects": "Effects and verdicts", "vs_baseline": "Against the baseline", "pairing": "Pairing by seed",
+    "seeds_needed": "Seeds needed", "leaderboard": "Leaderboard", "sensitivity": "Sensitivity",
+    "improvement": "Probability of improvement", "plateau": "Plateau", "budgets": "Budget pilot",
+    "val_curves": "Validation accuracy per epoch", "effect_by_epoch": "The effect at every epoch",
+    "machines": "Machines and precision",
 }
+# The columns a table shows at first; the rest sit behind an "All columns" toggle (and in the CSV).
+COMPACT = {
+    "cells": ("n", "test_acc", "val_acc", "train_acc", "interval_note"),
+    "effects": ("kind", "term", "level", "reference", "points", "error_change", "margin", "verdict"),
+    "simple_effects": ("term", "level", "reference", "within", "points", "error_change", "verdict"),
+    "vs_baseline": ("n", "test_acc", "points", "verdict"),
+    "sensitivity": ("term", "level", "method", "points", "verdict", "agrees", "note"),
+}
+
+
+KEYED = ("cells", "vs_baseline")
 
 
 def table_title(name: str) -> str:
@@ -60,192 +60,102 @@ def table_title(name: str) -> str:
     return TITLES.get(name, name.replace("_", " "))
 
 
-def render(study: Study | None, bench: Bench | None, bench_figures: list[Figure], formats: tuple[str, ...],
-           out: Path) -> str:
-    """REPORT.md."""
-    return to_markdown(sections(study, bench, bench_figures, formats, out))
-
-
-def sections(study: Study | None, bench: Bench | None, bench_figures: list[Figure], formats: tuple[str, ...],
-             out: Path) -> list[Block]:
+def sections(study: Study | None, figures: list[Plot], bench: Bench | None, bench_figures: list[Plot],
+             formats: tuple[str, ...], out: Path) -> list[Block]:
     """The page as content objects, in reading order."""
-    exports = "; the store as CSV in [export/](export/)" if study else ""
-    blocks: list[Block] = [
-        Heading(1, TITLE),
-        Paragraph(f"Tables as {', '.join(formats)} in [tables/](tables/), figures as PNG and SVG in "
-                  f"[figures/](figures/){exports}. Regenerate with `ablations report`.")]
+    grid = ", ".join(sorted({g for g in study.runs.runs["grid"] if g})) if study else ""
+    blocks: list[Block] = [Heading(1, f"{TITLE}: {grid}" if grid else TITLE if study else "Throughput report")]
     if study:
-        blocks += _grid_sections(study, formats, out)
+        blocks += _grid_sections(study, figures, formats, out)
     if bench:
-        blocks += _bench_section(bench, bench_figures, formats)
+        blocks += bench_section(bench, bench_figures, formats)
+    exports = "; the store as CSV in [export/](export/)" if study else ""
+    blocks.append(Paragraph(f"Tables as {', '.join(formats)} in [tables/](tables/), figures as SVG and PNG in "
+                            f"[figures/](figures/){exports}. Regenerate with `ablations report`."))
     return blocks
 
 
-# ---- the grid ----------------------------------------------------------------------------
-def _grid_sections(s: Study, formats: tuple[str, ...], out: Path) -> list[Block]:
+def _grid_sections(s: Study, figures: list[Plot], formats: tuple[str, ...], out: Path) -> list[Block]:
     t, r = s.tables, s.runs
     context = caption_context(r, t["cells"], training_budget(r))
     target = f"{s.target:.0%}"
+    by_name = {f.name: f for f in figures}
+    scale = s.model.scale if s.model else s.plan.scale
 
-    def table(title: str, name: str, note: str, level: int = 2) -> list[Block]:
-        labels = labels_for(name, {"epochs_to_target": f"epochs to {target} val acc"})
-        return _table(title, name, t[name], formats, f"{note} {context}".strip(), level=level, labels=labels)
+    def table(name: str, note: str) -> Table:
+        labels = labels_for(name, {"epochs_to_target": f"epochs to {target} val acc", "diff": f"estimate ({scale})"})
+        keys = tuple(r.keys) if name in KEYED else ()  # a cell's coordinates always show
+        compact = (*keys, *COMPACT[name]) if name in COMPACT else ()
+        return Table(name, t[name], labels, f"{note} {context}".strip(), formats, compact)
 
-    lines: list[Block] = [Heading(2, "What was run"), Facts(_overview(r)), Heading(2, "Reading"),
-                          Bullets(reading(s))]
-    lines += table(TITLES["notebook"], "notebook",
-                   "Each claim of the notebook beside this study's estimate, and the conditions that bound it.")
-    lines += table(TITLES["status"], "status", "Runs per status in each cell.")
-    if len(t["problem_runs"]):
-        lines += table(TITLES["problem_runs"], "problem_runs", "Left out of every statistic below.", level=3)
-    lines += table(TITLES["cells"], "cells",
-                   "Done runs only; final model on the test set. Mean ± std over seeds; the "
-                   f"{PERCENT} interval counts both the seed spread and the test set's binomial noise (logit scale, "
-                   "so it stays inside 0-100); a note flags seeds that all agree or an interval of zero width. Best epoch and epochs to "
-                   f"{target} use the validation split.")
+    def section(name: str, note: str, collapsed: bool = True, extra: list[Block] | None = None,
+                level: int = 2) -> list[Block]:
+        if name not in t or t[name].empty:
+            return []
+        return [Section(TITLES[name], [*(extra or []), table(name, note)], collapsed, level)]
+
+    blocks: list[Block] = [Answer([*by_name["effects"].blocks(), Bullets(answer(s))]),
+                           *by_name["learning_curves"].blocks(),
+                           Section("Full reading", [Bullets(reading(s))], collapsed=True),
+                           Section("What was run", [Facts(overview(r))], collapsed=True)]
+    blocks += section("cells", f"Done runs only; final model. Mean ± std over seeds; the {PERCENT} interval counts "
+                      "the seed spread and the test set's binomial noise on the logit scale, so it stays inside 0-100. "
+                      f"Best epoch and epochs to {target} use the validation split.", collapsed=False)
     if s.model is None:
-        lines += [Heading(2, "Factorial analysis"), Paragraph(f"*No factorial model: {s.model_note}.*")]
+        blocks.append(Section("Factorial analysis", [Paragraph(f"*No factorial model: {s.model_note}.*")]))
     else:
-        lines += table(TITLES["anova"], "anova",
-                       f"`{s.model.formula}`. Type II sums of squares; classical F beside the HC3-robust F "
-                       "(seed spread differs between cells); partial eta² = SS / (SS + SS residual). An interaction "
-                       "holds when its HC3 p < 0.05.")
-        lines += table(TITLES["simple_effects"], "simple_effects",
-                       "For each axis in an interaction that holds: its effect within each level of the axes it "
-                       f"interacts with, averaged over the others. {MODEL} {FAMILY}")
-        lines += table(TITLES["main_effects"], "main_effects",
-                       "Each level's least-squares mean (pointwise interval) and its difference to the reference "
-                       f"level. A non-empty 'qualified by' means an interaction holds: read the simple effects "
-                       f"instead. {MODEL} {FAMILY}")
+        blocks += section("effects", _model_note(s), collapsed=False)
+    blocks.append(Section("The effect at every budget", [
+        *by_name["effect_by_epoch"].blocks(),
+        *section("effect_by_epoch", f"From validation accuracy, on {describe(scale)}; one family per epoch.", level=3),
+        *section("val_curves", f"Mean validation accuracy over seeds with the {PERCENT} t interval of the seeds' mean "
+                 "on the logit scale.", level=3)]))
+    blocks += section("plateau", "Rise of the least-squares line through each cell's seed-mean validation accuracy "
+                      f"over the epochs of the last fifth of training, over that span; plateaued: a rise under "
+                      f"{s.plan.plateau_points:g} points. The test set plays no part.",
+                      extra=[Table("budgets", t["budgets"], None, "Per budget: cells that plateaued.", formats)]
+                      if len(t.get("budgets", ())) else [])
+    if s.model is not None:
+        blocks += section("anova", f"`{s.model.formula}`. Type II sums of squares; classical F beside the HC3 F; "
+                          "partial eta² = SS / (SS + SS residual). Descriptive: the verdicts are in Effects.")
+        blocks += section("simple_effects", "For each factor in an interaction not shown negligible: its effect "
+                          f"within each level of the factors it interacts with. {FAMILY}")
+        blocks += section("sensitivity", "Each effect under every other reasonable analysis. Same verdict: whether "
+                          "it agrees with the primary row; a note says why two intervals differ where they do.")
+        blocks += section("improvement", "P(level > reference): the share of runs matched on seed and on every "
+                          "other axis in which the level beats the reference (ties count half); percentile "
+                          "bootstrap over seeds, 2,000 resamples, fixed generator seed.")
         base = cell_name(s.baseline) + ("" if s.baseline_found else
                                         " (the default baseline is not in the store; the first cell stands in)")
-        lines += table(TITLES["vs_baseline"], "vs_baseline",
-                       f"Baseline: {base}. Difference of each cell to it. {MODEL} {FAMILY}")
-    lines += table(TITLES["pairing"], "pairing",
-                   "For each two-level axis: its difference per seed (averaged over the other axes' cells), the "
-                   f"paired {PERCENT} t interval beside the unpaired Welch interval of the same numbers; the ratio is "
-                   "what common random numbers buy. Unadjusted intervals: one per axis, not a family.")
-    lines += table(TITLES["seeds_needed"], "seeds_needed",
-                   "Seeds per cell to detect a difference of 0.5, 1 or 2 points between two cells at 80% power, "
-                   "alpha 0.05, two-sided t test (statsmodels power), from the spread this store shows.")
+        blocks += section("vs_baseline", f"Baseline: {base}. Difference of each cell to it, from the model. {FAMILY}")
+    blocks += section("seeds_needed", "Seeds per cell to detect a difference of 0.5, 1 or 2 points between two cells "
+                      "at 80% power, alpha 0.05, two-sided t test (statsmodels power), from the spread this store "
+                      "shows.")
+    blocks += section("pairing", f"For each two-level axis: its difference per seed in points, the paired {PERCENT} t "
+                      "interval beside the unpaired Welch interval of the same numbers. These show what pairing buys: "
+                      "unadjusted, raw points and seeds - 1 df, they are wider or narrower than the model's "
+                      "intervals for those reasons; the verdicts are in Effects.")
+    blocks += section("status", "Runs per status in each cell.",
+                      extra=[table("problem_runs", "Left out of every statistic.")] if len(t["problem_runs"]) else [])
+    blocks += section("machines", "Runs per device, resolved precision and CPU capability.")
+    blocks += section("notebook", "Each claim of the notebook beside this study's estimate.")
     inter = [k for k in t if k.startswith("interaction_")]
     if inter:
-        lines += [Heading(2, "Two-way means"),
-                  Paragraph("Mean final test accuracy (%) for each pair of axes, pooled over the rest. "
-                            "Parallel rows: no interaction. The tests are in the analysis of variance above.")]
-        for name in inter:
-            a, b = name.removeprefix("interaction_").split("__")
-            lines += table(f"{a} x {b}", name, "", level=3)
-    lines += table(TITLES["leaderboard"], "leaderboard", "Cells by mean final test accuracy.")
-    lines += [Heading(2, "Figures")]
-    for fig in s.figures:
-        lines += [Heading(3, fig.title), *_figure(fig)]
+        blocks.append(Section("Two-way means", [Paragraph("Mean final test accuracy (%) for each pair of axes, pooled "
+                                                          "over the rest. Parallel rows: no interaction."),
+                                                *[table(n, "") for n in inter]], collapsed=True))
+    blocks += section("leaderboard", "Cells by mean final test accuracy.")
+    more = [b for name in ("heatmap_test_acc", "train_vs_test", "lr_schedules") for b in by_name[name].blocks()]
     if (out / "figures" / "augment_samples.png").is_file():
-        samples = FigureBlock("figures/augment_samples.png", "Augmentation samples")
-        lines += [Heading(3, "Augmentation samples"), samples]
-    return lines
+        more.append(FigureBlock("figures/augment_samples.png", "Augmentation samples", "Augmentation samples."))
+    blocks.append(Section("More figures", more, collapsed=True))
+    return blocks
 
 
-def _overview(r: Runs) -> list[tuple[str, str]]:
-    runs = r.runs
-    prov = [p for p in runs["provenance"] if p]
-    counts = runs["status"].value_counts()
-    status = ", ".join(f"{counts[s]} {s}" for s in STATUSES if s in counts)
-    line, warning = hardware(r)
-    source = "declared by the grid" if r.from_grid else "inferred from the configs"
-    rows = [("grid", _join(runs["grid"])), ("dataset", _join(c.get("dataset") for c in runs["config"])),
-            ("model", _join(c.get("model") for c in runs["config"])),
-            ("image size", _join(_image_size(c) for c in runs["config"])),
-            ("epochs", _join(c.get("epochs") for c in runs["config"])),
-            ("axes", ("; ".join(f"{a}: {', '.join(r.levels(a))}" for a in r.axes) + f" ({source})")
-             if r.axes else "none (one cell)"),
-            ("seeds", _join(runs["seed"], numeric=True)),
-            ("fixed settings", ", ".join(f"{k}={label(v)}" for k, v in sorted(r.fixed.items()))),
-            ("runs", f"{len(runs)}: {status}"),
-            ("hardware", line), ("torch", _join(p.get("torch") for p in prov)),
-            ("commit", _join(p.get("git_commit") for p in prov)),
-            ("dates (UTC)", _dates(runs)), ("run time", _run_time(runs))]
-    if warning:
-        rows.insert(rows.index(("hardware", line)) + 1, ("warning", warning))
-    return rows
-
-
-def _image_size(config: dict) -> str:
-    try:
-        cfg = TrainConfig.from_mapping(config)
-    except (UserError, KeyError, TypeError):
-        return "unknown"
-    native = NATIVE_SIZE.get(cfg.dataset)
-    return f"{cfg.input_size(native)} px" if native or cfg.image_size else "native"
-
-
-def _dates(runs: pd.DataFrame) -> str:
-    start, end = runs["started_at"].min(), runs["finished_at"].max()
-    if math.isnan(start) and math.isnan(end):
-        return "–"
-    return f"{_stamp(start)} to {_stamp(end)}"
-
-
-def _stamp(t: float) -> str:
-    return "?" if math.isnan(t) else datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def _run_time(runs: pd.DataFrame) -> str:
-    total = runs["wall_s"].sum()
-    return f"{total:,.0f} s of training summed over runs ({total / 3600:.2f} h)"
-
-
-# ---- pieces ------------------------------------------------------------------------------
-def _table(title: str, name: str, frame: pd.DataFrame, formats: tuple[str, ...], note: str, *, level: int = 2,
-           labels: dict[str, str] | None = None) -> list[Block]:
-    return [Heading(level, title), Table(name, frame, labels, note, formats)]
-
-
-def _figure(fig: Figure) -> list[Block]:
-    if fig.skipped:
-        return [Paragraph(f"*Not drawn: {fig.skipped}.*")]
-    return [FigureBlock(f"figures/{fig.name}.png", fig.title, fig.caption, f"figures/{fig.name}.svg")]
-
-
-def _join(values, numeric: bool = False) -> str:
-    distinct = {str(v) for v in values if v is not None and v != ""}
-    if not distinct:
-        return "–"
-    return ", ".join(sorted(distinct, key=(lambda s: (len(s), s)) if numeric else None))
-
-
-# ---- throughput --------------------------------------------------------------------------
-def _bench_section(bench: Bench, figures: list[Figure], formats: tuple[str, ...]) -> list[Block]:
-    commit = bench.commit.get("id") or "?"
-    dirty = " (uncommitted changes)" if bench.commit.get("dirty") else ""
-    lines: list[Block] = [Heading(2, "Throughput"),
-                          Paragraph(f"From `{bench.source.name}` (pytest-benchmark, saved {bench.datetime or '?'}, "
-                                    f"commit {commit[:12]}{dirty})."),
-                          Bullets([f"{k}: {v}" for k, v in bench.machine.items()])]
-    if any(table["kernel_ceiling"].notna().any() for table in bench.groups.values()):
-        lines.append(Paragraph(
-            "utilization %: achieved FLOP/s over the peak of the precision used. kernel ceiling %: the most of "
-            "that peak the step could reach if everything but its convolutions and matmuls were free (the "
-            "utilization over the share of the step's time those ops take when re-run alone, back to back, beside it)."))
-    by_name = {f.name: f for f in figures}
-    for group, table in bench.groups.items():
-        name = bench.file_name(group)
-        lines += _table(group, name, shown(table), formats, _bench_sentence(table), level=3,
-                        labels={"images_per_s": "images/s"})
-        if name in by_name:
-            lines += _figure(by_name[name])
-    return lines
-
-
-def _bench_sentence(table: pd.DataFrame) -> str:
-    rated = table.dropna(subset=["images_per_s"])
-    if rated.empty:
-        return "No benchmark of this group reports images per second."
-    top = rated.iloc[0]
-    line = f"Fastest: `{top['variant']}` at {top['images_per_s']:,.0f} images/s"
-    base = table[table["role"] == "baseline"].sort_values("name")
-    if len(base) and not math.isnan(top["speedup"]):
-        line += f", {top['speedup']:.2f}× the baseline `{base['variant'].iloc[0]}`"
-    elif base.empty:
-        line += " (no baseline in this group)"
-    return line + "."
+def _model_note(s: Study) -> str:
+    m = s.model
+    cov = ("HC3 standard errors" if m.covariance == HC3 else
+           f"classical standard errors (fewer than {HC3_MIN_SEEDS} seeds per cell: too few for a robust HC3 test)")
+    return (f"`{m.formula}`, Type II; the response on {describe(m.scale)}; {cov}. Verdict: differs (Holm p < 0.05), "
+            "else equivalent within the margin (TOST, Holm p < 0.05), else not resolved. Main effects and "
+            f"interactions are two families. {FAMILY}")

@@ -39,16 +39,16 @@ def write_report(results: Path | None, out: Path, *, baseline: dict[str, Any] | 
 
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    study = None
+    study, figures, bench_figures = None, [], []
     if runs is not None:
         study = analyse(runs, baseline, target)
         labels = {"epochs_to_target": f"epochs to {target:.0%} val acc"}
         for name, frame in study.tables.items():
-            written += write_table(frame, out / "tables", name, formats, labels, caption=table_title(name))
-        study.figures = draw_grid_figures(study, out / "figures")
-        written += [p for f in study.figures for p in f.paths]
+            if len(frame.columns):  # a table this store cannot have (a pilot's budgets in a plain grid) is not written
+                written += write_table(frame, out / "tables", name, formats, labels, caption=table_title(name))
+        figures = draw_grid_figures(study, out / "figures")
+        written += [p for f in figures for p in f.paths]
         written += _export(results, out / "export")
-    bench_figures = []
     if bench_data is not None:
         for group, table in bench_data.groups.items():
             name = bench_data.file_name(group)
@@ -57,7 +57,7 @@ def write_report(results: Path | None, out: Path, *, baseline: dict[str, Any] | 
         bench_figures = draw_bench_figures(bench_data, out / "figures")
         written += [p for f in bench_figures for p in f.paths]
     # One list of sections, two renderings: the Markdown and the HTML page cannot disagree.
-    blocks = sections(study, bench_data, bench_figures, formats, out)
+    blocks = sections(study, figures, bench_data, bench_figures, formats, out)
     browser, page = out / "REPORT.html", out / "REPORT.md"
     browser.write_text(to_html(blocks, out), encoding="utf-8")
     page.write_text(to_markdown(blocks), encoding="utf-8")

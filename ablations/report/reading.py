@@ -1,5 +1,6 @@
-"""The reading of REPORT.md: what the study can support first (budget, training state, hardware),
-then what the model finds (interactions, then effects), then the notebook's claims beside them.
+"""The reading of REPORT.md: the answer in at most ten short lines (`answer`), and the full reading
+below it (`reading`): what the study can support first (budget, training state, hardware), then what
+the model finds (interactions, then effects), then the checks that might change it.
 
 Every sentence is built from a table row, so the page cannot claim more than the store holds.
 """
@@ -7,50 +8,122 @@ Every sentence is built from a table row, so the page cannot claim more than the
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from ablations.config import Status
+from ablations.report import curves, sentences
+from ablations.report.analysis import DIFFERS, INTERACTION, MAIN, NOT_RESOLVED
 from ablations.report.budget import (
     budget_sentence,
+    caveat,
     hardware,
     seeds_per_cell,
-    spread,
     training_budget,
     training_sentence,
-    training_state,
 )
-from ablations.report.factorial import ADJUSTMENT
-from ablations.report.runs import cell_name, label
-from ablations.report.stats import LEVEL, POWER
+from ablations.report.factorial import HC3, HC3_MIN_SEEDS
+from ablations.report.power import SEEDS_COLUMNS
+from ablations.report.runs import cell_name
+from ablations.report.scale import describe
+from ablations.report.stats import POWER
+from ablations.report.study import Study
+from ablations.report.words import join, plural
 
-if TYPE_CHECKING:
-    from ablations.report.study import Study
-
-PERCENT = f"{LEVEL:.0%}"
-# What the notebook says about each studied axis, and the level it speaks of.
-NOTEBOOK_CLAIMS = {
-    "augment": ("notebook", "Augmentation makes training harder, yet test accuracy is high after a few epochs; "
-                            "MNIST is too easy to show its effect."),
-    "weight_decay": ("0.001", "Weight decay 1e-3 (an L2 penalty) regularizes the model."),
-    "schedule": ("step", "Decaying the learning rate 0.1 -> 0.01 at epoch 15 of 20 helps; train fully before "
-                         "decaying."),
-}
+MAX_ANSWER = 10  # lines above the fold
 
 
+# ---- the answer ----------------------------------------------------------------------------
+def answer(s: Study) -> list[str]:
+    """At most ten short lines: the budget caveat first when under-trained, one line per factor
+    with its verdict, one for the interactions, then what the verdicts rest on."""
+    out = [caveat(s.training)] if s.training is not None and s.training.under_trained else []
+    if s.model is None:
+        return out + [f"No verdicts: {s.model_note or 'no run is done'}."]
+    effects = s.tables["effects"]
+    for axis in s.model.factors:
+        out.append(_factor_line(s, axis, effects[(effects["kind"] == MAIN) & (effects["term"] == axis)]))
+    inter = effects[effects["kind"] == INTERACTION]
+    if len(inter):
+        out.append(_interaction_line(inter))
+    out.append(_design_line(s))
+    flips = _disagreements(s.tables["sensitivity"])
+    out.append(f"Sensitivity: {flips}." if flips else "Sensitivity: no other scale, covariance, seed-level test or "
+               "left-out run changes a verdict.")
+    pilot = s.tables.get("budgets", pd.DataFrame())
+    if len(pilot):
+        out.append(_pilot_line(pilot))
+    return out[:MAX_ANSWER]
+
+
+def _factor_line(s: Study, axis: str, rows: pd.DataFrame) -> str:
+    """A factor read alone where its interactions are shown negligible; otherwise the range of its
+    effects within the levels of the factors it interacts with, and how many of them differ."""
+    qualified = sorted({f for term in s.open_interactions if axis in term for f in term if f != axis})
+    if not qualified:
+        return f"**{axis}** " + "; ".join(sentences.effect(r, detail=False) for _, r in rows.iterrows()) + "."
+    simple = s.tables["simple_effects"]
+    parts = []
+    for level, part in simple[simple["term"] == axis].groupby("level", sort=False):
+        counts = part["verdict"].value_counts()
+        verdicts = ", ".join(f"{v} in {n}" for v, n in counts.items())
+        parts.append(f"`{level}` vs `{part['reference'].iloc[0]}` {part['points'].min():+.2f} to "
+                     f"{part['points'].max():+.2f} points over {plural(len(part), 'combination')}: {verdicts}")
+    return (f"**{axis}** per level of {join(qualified)} (an interaction with {'them' if len(qualified) > 1 else 'it'} "
+            f"is not shown negligible): " + "; ".join(parts) + " (Simple effects).")
+
+
+def _interaction_line(inter: pd.DataFrame) -> str:
+    worst = {}
+    for term, rows in inter.groupby("term", sort=False):
+        verdicts = set(rows["verdict"])
+        worst[term] = DIFFERS if DIFFERS in verdicts else NOT_RESOLVED if NOT_RESOLVED in verdicts else \
+            rows["verdict"].iloc[0]
+    by_verdict: dict[str, list[str]] = {}
+    for term, verdict in worst.items():
+        by_verdict.setdefault(verdict, []).append(f"`{term}`")
+    return "Interactions: " + "; ".join(f"{join(terms)} {verdict}" for verdict, terms in by_verdict.items()) + "."
+
+
+def _design_line(s: Study) -> str:
+    m = s.model
+    cov = ("HC3" if m.covariance == HC3 else
+           f"classical (a robust HC3 test needs {HC3_MIN_SEEDS} seeds per cell; this design is too small for one)")
+    margins = ", ".join(f"{k} ±{v:g}" for k, v in s.plan.margins.items()) or "none declared (so nothing can be "\
+        "called equivalent)"
+    return (f"{plural(len(s.runs.done), 'run')}, {seeds_per_cell(s.tables['cells'])}, on {hardware(s.runs)[0]}. "
+            f"Verdicts: OLS on {'the logit scale' if m.scale == 'logit' else 'raw points'}, {cov}; margins (points): "
+            f"{margins}.")
+
+
+def _disagreements(table: pd.DataFrame) -> str:
+    """'`weight_decay` `0.001`: points scale says differs; without ...' for every row that disagrees."""
+    rows = table[~table["agrees"].astype(bool)]
+    parts = [f"`{r['term']}` `{r['level']}` by {r['method']}: {r['verdict']}" for _, r in rows.iterrows()]
+    return "; ".join(parts[:4]) + (f"; and {plural(len(parts) - 4, 'more row')}" if len(parts) > 4 else "")
+
+
+def _pilot_line(pilot: pd.DataFrame) -> str:
+    smallest = curves.smallest_budget(pilot)
+    per = "; ".join(f"{r['budget']} epochs: {r['plateaued']} of {plural(r['cells'], 'cell')} plateaued"
+                    for _, r in pilot.iterrows())
+    tail = (f"the smallest budget at which every cell plateaued is {smallest} epochs" if smallest else
+            "no budget tried let every cell plateau")
+    return f"Budget pilot (validation only): {per}; {tail}."
+
+
+# ---- the full reading ----------------------------------------------------------------------
 def reading(s: Study) -> list[str]:
-    """The page's reading, one sentence per list item."""
+    """The full reading, one sentence or a few per list item."""
     r, t = s.runs, s.tables
     out = [budget_sentence(training_budget(r))]
-    state = training_state(r)
-    if state is not None:
-        out.append(training_sentence(state))
+    if s.training is not None:
+        out.append(training_sentence(s.training))
     warning = hardware(r)[1]
     if warning:
         out.append(warning)
     done = len(r.done)
-    out.append(f"{done} of {len(r.runs)} runs are done ({seeds_per_cell(t['cells'])})"
+    out.append(f"{done} of {plural(len(r.runs), 'run')} are done ({seeds_per_cell(t['cells'])})"
                f"{'; statistics use those.' if done else '.'} {_problems(t['problem_runs'])}")
     if done == 0:
         return out + ["No run is done yet: nothing to compare."]
@@ -62,101 +135,95 @@ def reading(s: Study) -> list[str]:
     if s.model is None:
         out.append(f"No factorial model: {s.model_note}.")
     else:
-        out += _interaction_sentences(s) + _effect_sentences(s) + _best_cell(s)
-    out += _pairing_sentences(t["pairing"]) + _power_sentences(t["seeds_needed"])
-    if "augment" in r.axes:
-        gaps = r.done.groupby("augment", observed=True, sort=True)["gap"].mean()
-        out.append("Mean train − test accuracy gap by augmentation: "
-                   + ", ".join(f"`{k}` {v:+.2f} points" for k, v in gaps.items()) + ".")
+        out += _model_sentences(s) + _effect_sentences(s) + _improvement(t["improvement"])
+    out += _budget_curve(s) + _power(t["seeds_needed"])
     out.append(_fastest(t["cells"], r.keys, f"{s.target:.0%}"))
     return out
 
 
-# ---- findings of the model ---------------------------------------------------------------
-def _interval(row: pd.Series) -> str:
-    """'-3.15 points (simultaneous 95% CI -3.4 to -2.9, Bonferroni over m; Holm p = 0.001)'."""
-    holm = _p(row["p_holm"])
-    return (f"{row['diff']:+.2f} points (simultaneous {PERCENT} CI {row['diff_ci_low']:+.2f} to "
-            f"{row['diff_ci_high']:+.2f}, {ADJUSTMENT} over {int(row['family'])}; Holm-adjusted {holm})")
-
-
-def _interaction_sentences(s: Study) -> list[str]:
-    anova = s.tables["anova"]
-    terms = anova[anova["term"].str.contains(" x ")]
-    if terms.empty:
-        return []
-    if not s.interactions:
-        return ["No interaction holds (robust HC3 p ≥ 0.05 for every interaction term): within this study's "
-                "precision the axes add up, and the main effects below can be read alone."]
-    out = []
-    simple = s.tables["simple_effects"]
-    for term in s.interactions:
-        row = anova[anova["term"] == " x ".join(term)].iloc[0]
-        out.append(f"Interaction `{' x '.join(term)}` holds: HC3 F = {row['F_hc3']:.2f}, {_p(row['p_hc3'])} "
-                   f"(classical F = {row['F']:.2f}, {_p(row['p'])}; partial eta² = {row['partial_eta_sq']:.2f}). "
-                   "So each of its axes has effects that depend on the others:")
-        for factor in term:
-            part = simple[simple["axis"] == factor]
-            listed = "; ".join(f"within {r['within']}: `{r['level']}` vs `{r['reference']}` {_interval(r)}"
-                               for _, r in part.iterrows())
-            if listed:
-                out.append(f"Simple effects of `{factor}`: {listed}.")
+def _model_sentences(s: Study) -> list[str]:
+    m = s.model
+    declared = "declared by the grid" if s.plan.declared else "the default, as the grid declares no [analysis]"
+    out = [f"Primary analysis, {declared}: `{m.formula}`, Type II, the response on {describe(m.scale)}. One verdict "
+           f"per effect from this model: differs (two-sided test, Holm-adjusted within its family), else equivalent "
+           f"within its margin (TOST, Holm-adjusted), else not resolved."]
+    if m.covariance == HC3:
+        out.append(f"Every cell has at least {HC3_MIN_SEEDS} seeds, so the verdicts use HC3 standard errors (robust to "
+                   "cells that spread differently); the classical test is a sensitivity row.")
+    else:
+        out.append(f"Cells have as few as {plural(m.replicates, 'seed')}: HC3 estimates each cell's variance from its "
+                   f"own residuals, which needs at least {HC3_MIN_SEEDS} seeds per cell to be stable, so this design "
+                   "is too small for a robust test; the verdicts use the classical one and HC3 is a sensitivity row.")
     return out
 
 
 def _effect_sentences(s: Study) -> list[str]:
-    effects = s.tables["main_effects"]
+    effects = s.tables["effects"]
     out = []
-    for axis in s.runs.axes:
-        part = effects[(effects["axis"] == axis) & (effects["level"] != effects["reference"])]
-        for _, row in part.iterrows():
-            verdict = "changes" if row["significant"] else "does not significantly change"
-            line = (f"`{axis}` = `{row['level']}` against `{row['reference']}` {verdict} final test accuracy, "
-                    f"averaged over the other axes: {_interval(row)}")
-            if row["qualified_by"]:
-                line += (f". Qualified by its interaction with {row['qualified_by']}: this average hides effects "
-                         "that differ between their levels (simple effects above)")
-            out.append(line + ".")
+    for kind in (INTERACTION, MAIN):
+        for _, row in effects[effects["kind"] == kind].iterrows():
+            out.append(f"{'Interaction' if kind == INTERACTION else 'Main effect of'} `{row['term']}`, "
+                       f"{sentences.effect(row)} ({sentences.family_note(row)}).")
+    simple = s.tables["simple_effects"]
+    for _, row in simple.iterrows():
+        out.append(f"Simple effect of `{row['term']}` within {row['within']}: {sentences.effect(row)} "
+                   f"({sentences.family_note(row)}).")
+    flips = _disagreements(s.tables["sensitivity"])
+    if flips:
+        out.append(f"These verdicts depend on the analysis: {flips}. The primary row stands, as declared; the "
+                   "sensitivity table gives every row.")
+    notes = s.tables["sensitivity"]
+    noted = notes[notes["note"].astype(bool) & ~notes["method"].str.startswith("leave")]
+    if len(noted):
+        methods = join(sorted(set(noted["method"])))
+        out.append(f"Intervals that differ from the primary one by more than chance ({methods}) carry a note in the "
+                   "sensitivity table saying why.")
     return out
 
 
-def _best_cell(s: Study) -> list[str]:
-    board, diffs, keys = s.tables["leaderboard"], s.tables["vs_baseline"], s.runs.keys
-    if board.empty:
+def _improvement(table: pd.DataFrame) -> list[str]:
+    if table.empty:
         return []
-    best = board.iloc[0]
-    cell = {k: best[k] for k in keys}
-    line = f"Best cell: {cell_name(cell)}, {best['test_acc']:.2f}% final test accuracy (n = {int(best['n'])})"
-    match = diffs
-    for k in keys:
-        match = match[match[k].astype(str) == str(best[k])]
-    if len(match):
-        d = match.iloc[0]
-        line += f"; against the baseline {cell_name(s.baseline)}: {_interval(d)}"
-    elif {k: str(v) for k, v in cell.items()} == s.baseline:
-        line += "; it is the baseline cell"
-    return [line + "."]
+    parts = [f"`{r['level']}` over `{r['reference']}` {r['p_improve']:.2f}" +
+             (f" ({r['p_improve_ci_low']:.2f} to {r['p_improve_ci_high']:.2f})"
+              if math.isfinite(r["p_improve_ci_low"]) else "") for _, r in table.iterrows()]
+    seeds = int(table["seeds"].iloc[0])
+    return [f"Probability of improvement P(A > B), over runs matched on seed and the other axes, with a bootstrap "
+            f"interval over {plural(seeds, 'seed')}: " + "; ".join(parts) + "."]
 
 
-def _pairing_sentences(pairing: pd.DataFrame) -> list[str]:
-    rows = pairing.dropna(subset=["width_ratio"])
-    if rows.empty:
+def _budget_curve(s: Study) -> list[str]:
+    by_epoch = s.tables.get("effect_by_epoch", pd.DataFrame())
+    if by_epoch.empty:
         return []
-    parts = [f"`{r['axis']}` {r['paired_width']:.2f} vs {r['unpaired_width']:.2f} points wide "
-             f"({r['width_ratio']:.2f}×, {int(r['seeds'])} seeds)" for _, r in rows.iterrows()]
-    return ["What pairing by seed buys (paired vs unpaired Welch interval of the same runs): " + "; ".join(parts) + "."]
+    out = []
+    margin = s.plan.margins.get("augment", math.nan)
+    target = f"within ±{margin:g} points" if math.isfinite(margin) else "an interval holding 0"
+    groups = by_epoch.groupby("budget", sort=False) if "budget" in by_epoch else [(None, by_epoch)]
+    for budget, part in groups:
+        where = f" of the {budget}-epoch budget" if budget is not None else ""
+        for level in dict.fromkeys(part.loc[part["axis"] == "augment", "level"]):
+            epoch = curves.closes(part, "augment", level, margin)
+            out.append(f"The `{level}` augmentation gap on validation accuracy closes to {target} from epoch "
+                       f"{epoch}{where} on." if epoch is not None else
+                       f"The `{level}` augmentation gap on validation accuracy does not close to {target} by the "
+                       f"last epoch{where}.")
+    if "schedule" in set(by_epoch["axis"]):
+        out.append("A step schedule's effect is only defined at the end of its own schedule: before its decay it is "
+                   "the constant schedule, and between the decay and the last epoch it has not finished.")
+    return out
 
 
-def _power_sentences(seeds: pd.DataFrame) -> list[str]:
+def _power(seeds: pd.DataFrame) -> list[str]:
     if seeds.empty:
         return []
-    parts = [f"{_seeds(r['seeds_for_1'])} seeds per cell {r['design']} ({r['spread']}, std {r['std']:.2f})"
+    parts = [f"{_seeds(r[SEEDS_COLUMNS[1.0]])} per cell with {r['design']} ({r['spread']}, std {r['std']:.2f})"
              for _, r in seeds.iterrows()]
     return [f"To detect 1 point between two cells at {POWER:.0%} power (alpha 0.05): " + "; ".join(parts) + "."]
 
 
 def _seeds(n: float) -> str:
-    return "–" if math.isnan(n) else "more than 10,000" if math.isinf(n) else f"{int(n)}"
+    return "–" if math.isnan(n) else "more than 10,000 seeds" if math.isinf(n) else plural(int(n), "seed")
 
 
 def _fastest(cells: pd.DataFrame, keys: list[str], target: str) -> str:
@@ -167,71 +234,19 @@ def _fastest(cells: pd.DataFrame, keys: list[str], target: str) -> str:
     every = cells[cells["reached"] == cells["n"]]
     never = int((cells["reached"] == 0).sum())
     some = len(cells) - len(every) - never
-    tail = f"{never} of {len(cells)} cells never reached it" + (f", {some} only in some seeds" if some else "")
+    tail = (f"{never} of {plural(len(cells), 'cell')} never reached it"
+            + (f", {plural(some, 'cell')} only in some seeds" if some else ""))
     if every.empty:
         return f"No cell reached {target} validation accuracy in every seed; {tail}."
     fast = every.sort_values("epochs_to_target", kind="stable").iloc[0]
     return (f"Fastest to {target} validation accuracy in every seed: {cell_name({k: fast[k] for k in keys})}, after "
-            f"{fast['epochs_to_target']:.1f} epochs on average; {tail}.")
+            f"{plural(fast['epochs_to_target'], 'epoch')} on average; {tail}.")
 
 
 def _problems(problems: pd.DataFrame) -> str:
-    counts = problems["status"].value_counts()
     if problems.empty:
         return "No run failed or diverged."
+    counts = problems["status"].value_counts()
     parts = [f"{counts.get(s, 0)} {s}" for s in (Status.DIVERGED, Status.FAILED)]
     return f"{' and '.join(parts)} (listed under Status)."
 
-
-def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
-
-
-# ---- the notebook's claims ---------------------------------------------------------------
-def notebook_table(s: Study) -> pd.DataFrame:
-    """'the notebook says / this study finds / under these conditions', one row per studied axis."""
-    r = s.runs
-    b = training_budget(r)
-    configs = r.runs["config"]
-    precision = ", ".join(sorted({str(p.get("precision") or "unknown") for p in r.done["provenance"]})) or "unknown"
-    conditions = (f"{_distinct(c.get('dataset') for c in configs)}, {_distinct(c.get('model') for c in configs)}, "
-                  f"{spread(b.epochs)} epochs = {spread(b.steps)} steps "
-                  f"({spread(tuple(100 * x for x in b.notebook_share), '.1f')}% of the notebook's images), "
-                  f"{seeds_per_cell(s.tables['cells'])}, precision {precision}")
-    rows = []
-    for axis, (level, claim) in NOTEBOOK_CLAIMS.items():
-        rows.append({"axis": axis, "notebook_says": claim, "study_finds": _finding(s, axis, level),
-                     "conditions": conditions})
-    return pd.DataFrame(rows)
-
-
-def _finding(s: Study, axis: str, level: str) -> str:
-    r = s.runs
-    if axis not in r.axes:
-        return f"not studied: {axis} is fixed at {label(r.fixed[axis]) if axis in r.fixed else 'its default'}"
-    if s.model is None:
-        return f"no model: {s.model_note}"
-    effects = s.tables["main_effects"]
-    part = effects[(effects["axis"] == axis) & (effects["level"] != effects["reference"])]
-    chosen = part[part["level"] == level]
-    row = (chosen if len(chosen) else part).iloc[0]
-    text = f"`{row['level']}` vs `{row['reference']}`: {_interval(row)} on final test accuracy"
-    if row["qualified_by"]:
-        simple = s.tables["simple_effects"]
-        within = simple[(simple["axis"] == axis) & (simple["level"] == row["level"])]
-        text += "; depends on " + row["qualified_by"] + ": " + "; ".join(
-            f"{w['within']}: {w['diff']:+.2f}" for _, w in within.iterrows())
-    if axis == "augment":
-        train = r.done.groupby("augment", observed=True)["train_acc"].mean()
-        first = r.epochs[(r.epochs["status"] == Status.DONE) & (r.epochs["epoch"] == 1)]
-        early = first.groupby("augment", observed=True)["val_acc"].mean()
-        text += (f"; final train accuracy {train.get(row['level'], math.nan):.2f}% vs "
-                 f"{train.get(row['reference'], math.nan):.2f}%")
-        if early.notna().any():
-            text += (f"; validation accuracy after epoch 1 {early.get(row['level'], math.nan):.2f}% vs "
-                     f"{early.get(row['reference'], math.nan):.2f}%")
-    return text
-
-
-def _distinct(values) -> str:
-    return ", ".join(sorted({str(v) for v in values if v is not None})) or "unknown"

@@ -11,7 +11,7 @@ a missing column reads as NULL, and the factors are then inferred from the confi
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,6 +19,7 @@ import pandas as pd
 
 from ablations.config import EXECUTION_FIELDS, Status, TrainConfig, field_types, normalize_key, parse_value
 from ablations.errors import UserError
+from ablations.grid.spec import Analysis, parse_analysis
 from ablations.store.sqlite import Store
 
 PCT = 100.0
@@ -35,6 +36,9 @@ RUN_FLOATS = ("wall_s", "started_at", "finished_at", "train_images_per_s", "peak
               "best_val_epoch")
 RUN_ACCURACIES = {"test_acc": "final_test_acc", "train_acc": "final_train_acc", "val_acc": "final_val_acc",
                   "best_val_acc": "best_val_acc"}
+# The analysis's endpoint (as a grid names it) -> (column of `Runs.runs`, column of its image count).
+ENDPOINTS = {"final_test_acc": ("test_acc", "test_images"), "final_val_acc": ("val_acc", "val_images"),
+             "best_val_acc": ("best_val_acc", "val_images")}
 EPOCH_COLUMNS = ("run_id", "epoch", "lr", "lr_last", "train_loss", "train_acc", "val_loss", "val_acc", "test_loss",
                  "test_acc", "seconds", "images_per_s")
 
@@ -48,6 +52,12 @@ class Runs:
     axes: tuple[str, ...]  # the factors, in display order
     fixed: dict[str, Any]  # science settings shared by every run
     from_grid: bool = False  # True: the axes are the ones the grid declared (meta key 'grid')
+    plan: Analysis = field(default_factory=Analysis)  # the grid's [analysis], or the defaults
+
+    @property
+    def endpoint(self) -> tuple[str, str]:
+        """(response column, its image-count column) of the declared endpoint."""
+        return ENDPOINTS[self.plan.endpoint]
 
     @property
     def keys(self) -> list[str]:
@@ -152,6 +162,7 @@ def load_runs(store: Store) -> Runs | None:
     pairs = list(zip(configs, sizes, strict=True))
     runs["test_images"] = [float(n["test"]) if "test" in n else test_images(c) for c, n in pairs]
     runs["train_images"] = [float(n["train"]) if "train" in n else train_images(c) for c, n in pairs]
+    runs["val_images"] = [float(n["val"]) if "val" in n else val_images(c) for c, n in pairs]
     runs["config"] = configs
     runs["provenance"] = [r.get("provenance") or {} for r in rows]
 
@@ -163,7 +174,14 @@ def load_runs(store: Store) -> Runs | None:
     all_keys = sorted({k for c in configs for k in c} - NOT_AXES)
     fixed = {k: configs[0].get(k) for k in all_keys
              if k not in axes and len({json.dumps(c.get(k)) for c in configs}) == 1}
-    return Runs(runs, epochs, axes, fixed, from_grid)
+    return Runs(runs, epochs, axes, fixed, from_grid, _plan(meta, store))
+
+
+def _plan(meta: Any, store: Store) -> Analysis:
+    """The analysis the grid declared when its store was made; the defaults for grids without one."""
+    if not isinstance(meta, dict) or "analysis" not in meta:
+        return Analysis()
+    return parse_analysis(meta["analysis"], f"the grid recorded in {store.path}", meta.get("axes") or {})
 
 
 def test_images(config: dict) -> float:
@@ -179,11 +197,15 @@ def train_images(config: dict) -> float:
     if config.get("train_subset"):
         return float(config["train_subset"])
     total = SPLIT_SIZES.get(config.get("dataset"), (np.nan, np.nan))[0]
-    if "val_subset" not in config:  # written before the validation split existed
-        return float(total)
-    val = config.get("val_subset")
-    val = val if val is not None else min(VALIDATION_MAX, max(10, round(VALIDATION_SHARE * total)))
-    return float(total - val)
+    return float(total - (val_images(config) if "val_subset" in config else 0))  # older stores: no split
+
+
+def val_images(config: dict) -> float:
+    """Images the validation accuracy is measured on: val_subset, else the default share of the train split."""
+    if config.get("val_subset") is not None:
+        return float(config["val_subset"])
+    total = SPLIT_SIZES.get(config.get("dataset"), (np.nan, np.nan))[0]
+    return float(min(VALIDATION_MAX, max(10, round(VALIDATION_SHARE * total)))) if np.isfinite(total) else np.nan
 
 
 # ---- the baseline cell -------------------------------------------------------------------

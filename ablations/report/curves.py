@@ -1,0 +1,142 @@
+"""The effect at every budget, from the validation split only (the test set is read once, at the end).
+
+- `val_curves`: validation accuracy per epoch for every cell, mean over seeds with an interval.
+- `effect_by_epoch`: each factor's main effect at every epoch on the study's scale (the same model
+  as the final verdicts, fitted to that epoch's validation accuracy), back in points.
+- `plateau`: per cell, the rise of a least-squares line through its seed-mean validation accuracy
+  over the last fifth of training; a cell whose line rises less than the declared plateau
+  (`[analysis] plateau_points`) has plateaued.
+- `budgets`: for a budget pilot (a grid with an `epochs` axis), whether every cell plateaued at
+  each budget, and the smallest budget at which they all did.
+
+A step schedule's effect at an epoch before its end compares a schedule that has not finished with
+one that has no end to reach: it is only defined at the last epoch of its own schedule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+from ablations.config import Status
+from ablations.report import analysis, stats
+from ablations.report import factorial as fm
+from ablations.report.runs import Runs
+from ablations.report.scale import LOGIT, PCT, centred_logit, expit, to_scale
+
+BUDGET = "epochs"  # the axis a budget pilot varies
+LAST_FIFTH = 0.2
+
+
+def _validated(r: Runs) -> pd.DataFrame:
+    """Epoch rows of done runs that have a validation accuracy, with the run's validation size."""
+    rows = r.epochs[(r.epochs["status"] == Status.DONE) & r.epochs["val_acc"].notna()]
+    return rows.merge(r.runs[["run_id", "val_images"]], on="run_id", how="left")
+
+
+def val_curves(r: Runs) -> pd.DataFrame:
+    """Per cell and epoch: n seeds, mean validation accuracy (%) and the t interval of its seeds'
+    mean on the logit scale, back in percent: a band over seeds that stays inside 0-100 even with
+    two seeds, where a t interval in points spans hundreds. The validation set's own binomial noise
+    is left out: every cell is measured on the same images, so it does not separate the curves."""
+    rows = []
+    for key, group in _validated(r).groupby([*r.keys, "epoch"], observed=True, sort=True):
+        seeds = stats.summarize(to_scale(group["val_acc"], group["val_images"], LOGIT))
+        mean = float(group["val_acc"].mean())
+        # the band's half-width from the seeds' logits, centred on the mean the line draws (the
+        # half-count correction of the logits would pull a centre at 98.7% of 102 images to 98.2%)
+        centre = centred_logit(mean, float(group["val_images"].max()))
+        half = (seeds.ci_high - seeds.ci_low) / 2
+        rows.append({**dict(zip([*r.keys, "epoch"], key, strict=True)), "n": seeds.n, "val_acc": mean,
+                     "val_acc_ci_low": PCT * expit(centre - half), "val_acc_ci_high": PCT * expit(centre + half)})
+    return pd.DataFrame(rows, columns=[*r.keys, "epoch", "n", "val_acc", "val_acc_ci_low", "val_acc_ci_high"])
+
+
+def budget_levels(r: Runs) -> list[str | None]:
+    """The budgets a store compares: each level of an `epochs` axis, or one (None)."""
+    return r.levels(BUDGET) if BUDGET in r.axes else [None]
+
+
+def effect_by_epoch(r: Runs, base: dict[str, str], scale: str) -> pd.DataFrame:
+    """Each factor's main effect (every level against the reference) at every epoch of every budget,
+    from validation accuracy on `scale`, one simultaneous family per epoch, in points at that
+    epoch's grand mean."""
+    factors = tuple(a for a in r.axes if a != BUDGET)
+    data = _validated(r)
+    if data.empty or not factors:
+        return pd.DataFrame()
+    data = data.assign(y=to_scale(data["val_acc"], data["val_images"], scale))
+    parts = []
+    for budget in budget_levels(r):
+        part = data if budget is None else data[data[BUDGET].astype(str) == budget]
+        for epoch, rows in part.groupby("epoch", sort=True):
+            model = fm.fit(rows, factors, base, scale=scale, response="val acc")
+            if isinstance(model, str):
+                continue
+            labels, weights = analysis.contrasts(model)
+            keep = [i for i, lab in enumerate(labels) if lab["kind"] == analysis.MAIN]
+            table = analysis.family(model, [labels[i] for i in keep], [weights[i] for i in keep],
+                                    [math.nan] * len(keep))
+            parts.append(table.assign(budget=budget, epoch=int(epoch), n=len(rows)))
+    if not parts:
+        return pd.DataFrame()
+    frame = pd.concat(parts, ignore_index=True).rename(columns={"term": "axis"})
+    columns = ["budget", "epoch", "axis", "level", "reference", "n", "points", "points_ci_low", "points_ci_high",
+               "verdict"]
+    return frame[columns] if BUDGET in r.axes else frame[columns[1:]]
+
+
+def closes(effects: pd.DataFrame, axis: str, level: str, margin: float = math.nan) -> int | None:
+    """The first epoch from which the effect's interval holds 0 (or lies within ±margin) at every
+    later epoch; None if it never does by the last epoch."""
+    part = effects[(effects["axis"] == axis) & (effects["level"] == level)].sort_values("epoch")
+    if part.empty:
+        return None
+    if math.isfinite(margin):
+        ok = (part["points_ci_low"] > -margin) & (part["points_ci_high"] < margin)
+    else:
+        ok = (part["points_ci_low"] <= 0) & (part["points_ci_high"] >= 0)
+    flags = ok.to_numpy()
+    if not flags[-1]:
+        return None
+    first = len(flags) - int(np.argmin(flags[::-1])) if not flags.all() else 0
+    return int(part["epoch"].iloc[first])
+
+
+def plateau(r: Runs, points: float) -> pd.DataFrame:
+    """Per cell: the rise (points) of the least-squares line through its seed-mean validation
+    accuracy over the epochs of the last fifth of training (at least the last two), over that span."""
+    curves = val_curves(r)
+    rows = []
+    for key, cell in curves.groupby(r.keys, observed=True, sort=True):
+        last = int(cell["epoch"].max())
+        first = last - max(1, round(LAST_FIFTH * last))
+        window = cell[cell["epoch"] >= first]
+        rise = math.nan
+        if len(window) >= 2:
+            slope = float(np.polyfit(window["epoch"].to_numpy(float), window["val_acc"].to_numpy(float), 1)[0])
+            rise = slope * (last - first)
+        rows.append({**dict(zip(r.keys, key if isinstance(key, tuple) else (key,), strict=True)), "last_epoch": last,
+                     "window": f"{first}–{last}", "final_val_acc": float(cell["val_acc"].iloc[-1]), "rise": rise,
+                     "plateaued": bool(rise < points) if math.isfinite(rise) else pd.NA})
+    return pd.DataFrame(rows, columns=[*r.keys, "last_epoch", "window", "final_val_acc", "rise", "plateaued"])
+
+
+def budgets(r: Runs, table: pd.DataFrame) -> pd.DataFrame:
+    """Per budget of a pilot: cells, how many plateaued, and whether all did."""
+    if BUDGET not in r.axes or table.empty:
+        return pd.DataFrame()
+    rows = []
+    for budget in budget_levels(r):
+        part = table[table[BUDGET].astype(str) == budget]
+        done = int(part["plateaued"].fillna(False).astype(bool).sum())
+        rows.append({"budget": budget, "cells": len(part), "plateaued": done, "all_plateaued": done == len(part)})
+    return pd.DataFrame(rows)
+
+
+def smallest_budget(pilot: pd.DataFrame) -> str | None:
+    """The smallest budget (in epochs) at which every cell plateaued; None if none."""
+    ok = pilot[pilot["all_plateaued"]] if len(pilot) else pilot
+    return None if ok.empty else min(ok["budget"], key=float)

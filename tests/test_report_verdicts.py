@@ -1,0 +1,218 @@
+"""The verdicts on synthetic stores with known effects, against direct statsmodels/scipy computations:
+the declared scale decides (an interaction on raw points that is none on the logit scale), the
+margin decides equivalence (TOST), HC3 only from six seeds per cell, sensitivity rows that name
+what flips a verdict, the probability of improvement, the effect at every epoch and the plateau."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import statsmodels.formula.api as smf
+from scipy import optimize, special
+from scipy import stats as sps
+from statsmodels.stats.multitest import multipletests
+from test_report_store import build_store
+
+from ablations.report.reading import answer, reading
+from ablations.report.runs import load_runs
+from ablations.report.study import analyse
+from ablations.store import Store, store_path
+
+M = 512  # synthetic test images
+MARGINS = {"augment": 0.5, "weight_decay": 0.3, "schedule": 0.5}
+SEEDS6 = tuple(range(6))
+
+
+def odds_additive(augment: str, wd: float, schedule: str, seed: int) -> float:
+    """Effects that add on the logit scale and nowhere else: augmentation and the step each act on the
+    odds of an error, the same in both arms, so raw points see an augment x schedule interaction
+    (the step gains 0.4 points near 99%, 1.6 near 96%) that the logit scale does not. Weight decay
+    does nothing."""
+    noise = np.random.default_rng([7, len(augment), int(wd * 1e4), len(schedule), seed]).normal(0, 0.04)
+    shared = np.random.default_rng([11, seed]).normal(0, 0.05)  # the seed's share, common to its cells
+    z = special.logit(0.99) - 1.5 * (augment != "none") + 0.5 * (schedule == "step") + shared + noise
+    return float(special.expit(z))
+
+
+def study_of(results: Path, *, scale: str | None = "logit", margins=MARGINS, seeds=SEEDS6, acc=odds_additive,
+             **kwargs):
+    meta = {"name": "t", "axes": {"augment": ["none", "notebook"], "weight_decay": [0.0, 1e-3],
+                                  "schedule": ["constant", "step"]}, "seeds": list(seeds)}
+    if scale is not None:
+        meta["analysis"] = {"endpoint": "final_test_acc", "scale": scale, "margins": margins, "plateau_points": 0.2}
+    build_store(results, seeds=seeds, extras=False, acc=acc, grid_meta=meta, **kwargs)
+    with Store.open_existing(store_path(results)) as store:
+        return analyse(load_runs(store), None, 0.98)
+
+
+def direct(s, response: str = "y", cov: str = "HC3"):
+    """The store's done runs refitted here: cell means plus the seed block, and the cell names."""
+    done = s.runs.done
+    data = pd.DataFrame({"cell": done["augment"].astype(str) + "|" + done["weight_decay"].astype(str) + "|"
+                         + done["schedule"].astype(str), "seed": done["seed"].astype(str), "acc": done["test_acc"]})
+    data["y"] = special.logit((data["acc"] / 100 * M + 0.5) / (M + 1))
+    model = smf.ols(f"{response} ~ 0 + C(cell) + C(seed)", data)
+    return (model.fit(cov_type="HC3", use_t=True) if cov == "HC3" else model.fit()), data
+
+
+def main_contrast(fit, position: int, level: str, ref: str) -> np.ndarray:
+    names = fit.model.exog_names
+    vec = np.zeros(len(names))
+    for i, name in enumerate(names):
+        if name.startswith("C(cell)["):
+            cell = name[len("C(cell)["):-1].split("|")
+            vec[i] = 0.25 if cell[position] == level else -0.25 if cell[position] == ref else 0.0
+    return vec
+
+
+def points_at(d: float, centre: float) -> float:
+    return 100 * (special.expit(centre + d / 2) - special.expit(centre - d / 2))
+
+
+@pytest.fixture(scope="module")
+def logit_study(tmp_path_factory):
+    return study_of(tmp_path_factory.mktemp("logit"))
+
+
+def verdict(s, term: str) -> str:
+    return s.tables["effects"].set_index("term").loc[term, "verdict"]
+
+
+def test_the_declared_scale_decides_whether_an_interaction_exists(logit_study, tmp_path: Path) -> None:
+    points = study_of(tmp_path, scale="points")
+    # on raw points the step helps the augmented arm four times as much: an interaction
+    assert verdict(points, "augment x schedule") == "differs"
+    # on the logit scale it is the same cut in the odds of an error in both arms, within the margin
+    assert verdict(logit_study, "augment x schedule") == "equivalent within ±0.5"
+    assert logit_study.open_interactions == [] and logit_study.tables["simple_effects"].empty
+    # so the logit study reads its main effects alone, the points study per level
+    assert points.open_interactions and not points.tables["simple_effects"].empty
+    lines = answer(logit_study)
+    assert any(line.startswith("**schedule** `step` vs `constant`") for line in lines)
+    # the other scale is a sensitivity row, and the reading says it disagrees
+    sens = logit_study.tables["sensitivity"].set_index(["term", "method"])
+    row = sens.loc[("augment x schedule", "points scale")]
+    assert row["verdict"] == "differs" and not row["agrees"]
+    assert "`augment x schedule` `notebook x step` by points scale: differs" in " ".join(reading(logit_study))
+
+
+def test_effects_and_tost_equal_a_direct_hc3_logit_fit(logit_study) -> None:
+    s = logit_study
+    assert s.model.covariance == "HC3" and s.model.replicates == 6  # six seeds per cell: robust errors
+    fit, data = direct(s)
+    effects = s.tables["effects"].set_index("term")
+    centre = data.groupby("cell")["y"].mean().mean()
+    vectors = [main_contrast(fit, 0, "notebook", "none"), main_contrast(fit, 1, "0.001", "0"),
+               main_contrast(fit, 2, "step", "constant")]
+    test = fit.t_test(np.array(vectors))
+    d, se, df = np.ravel(test.effect), np.ravel(test.sd), fit.df_resid
+    bounds = [optimize.brentq(lambda x, m=m: points_at(x, centre) - m, 0, 50) for m in MARGINS.values()]
+    p_tost = [max(sps.t.sf((d[i] + b) / se[i], df), sps.t.cdf((d[i] - b) / se[i], df)) for i, b in enumerate(bounds)]
+    table = effects.loc[["augment", "weight_decay", "schedule"]]
+    assert table["diff"].to_numpy() == pytest.approx(d) and table["se"].to_numpy() == pytest.approx(se)
+    assert table["p_tost"].to_numpy() == pytest.approx(multipletests(p_tost, method="holm")[1])
+    assert table["points"].to_numpy() == pytest.approx([points_at(x, centre) for x in d])
+    assert table["verdict"].tolist() == ["differs", "equivalent within ±0.3", "differs"]
+
+
+def test_a_tost_flips_with_the_margin(tmp_path: Path) -> None:
+    tight = study_of(tmp_path, margins={**MARGINS, "weight_decay": 0.01})
+    assert verdict(tight, "weight_decay") == "not resolved"  # cannot rule out 0.01 points
+    none = study_of(tmp_path / "none", scale=None)  # no [analysis]: defaults, no margins at all
+    assert verdict(none, "weight_decay") == "not resolved" and not none.plan.declared
+    assert none.model.scale == "logit"  # the default scale for accuracy endpoints
+    assert "margins (points): none declared" in answer(none)[-2]
+
+
+def test_below_six_seeds_the_verdicts_use_the_classical_covariance(tmp_path: Path) -> None:
+    s = study_of(tmp_path, seeds=tuple(range(5)))
+    assert s.model.covariance == "classical"
+    fit, _ = direct(s, cov="classical")
+    row = s.tables["effects"].set_index("term").loc["augment"]
+    assert row["se"] == pytest.approx(float(np.ravel(fit.t_test(main_contrast(fit, 0, "notebook", "none")).sd)[0]))
+    assert "too small for a robust test" in " ".join(reading(s))
+    sens = s.tables["sensitivity"]
+    assert "HC3 covariance" in set(sens["method"])
+
+
+def test_one_run_that_drives_a_verdict_is_named(tmp_path: Path) -> None:
+    def outlier(augment, wd, schedule, seed):
+        base = odds_additive(augment, wd, schedule, seed)
+        return 0.90 if (augment, wd, schedule, seed) == ("notebook", 1e-3, "constant", 0) else base
+
+    s = study_of(tmp_path, scale="points", acc=outlier)
+    loo = s.tables["sensitivity"]
+    loo = loo[loo["method"].str.startswith("leave one run out")].set_index("term")
+    # one run at 90% hides that weight decay does nothing: without it, the margin is met
+    assert loo.loc["weight_decay", "verdict"] == ("not resolved, but equivalent within ±0.3 without augment=notebook, "
+                                                  "weight_decay=0.001, schedule=constant, seed 0")
+    assert not loo.loc["weight_decay", "agrees"]
+
+
+def test_probability_of_improvement_is_paired_and_reproducible(logit_study) -> None:
+    s = logit_study
+    table = s.tables["improvement"].set_index("axis")
+    done = s.runs.done.assign(wd=lambda d: d["weight_decay"].astype(str))
+    wide = done.pivot_table(index="seed", columns=["augment", "wd", "schedule"], values="test_acc", observed=True)
+    wins = [np.sign(wide[("notebook", w, sch)] - wide[("none", w, sch)]) for w in ("0", "0.001")
+            for sch in ("constant", "step")]
+    share = ((np.array(wins) > 0) + 0.5 * (np.array(wins) == 0)).mean()
+    row = table.loc["augment"]
+    assert row["p_improve"] == pytest.approx(share) == 0.0  # augmentation never wins a matched pair
+    assert row["pairs"] == 24 and row["seeds"] == 6
+    step = table.loc["schedule"]
+    assert step["p_improve"] == 1.0 and step["p_improve_ci_low"] <= step["p_improve"] <= step["p_improve_ci_high"]
+    wd = table.loc["weight_decay"]
+    assert 0 < wd["p_improve_ci_low"] < wd["p_improve"] < wd["p_improve_ci_high"] < 1
+    again = analyse(s.runs, None, 0.98).tables["improvement"]
+    pd.testing.assert_frame_equal(again, s.tables["improvement"])  # a seeded bootstrap: the same interval
+
+
+def saturating(acc: float, augment: str, e: int, n: int) -> float:
+    """Validation accuracy that levels off: quickly without augmentation, slowly with it."""
+    rate = 1.2 if augment == "none" else 0.3
+    return acc - 0.08 * math.exp(-rate * e)
+
+
+def test_plateau_and_the_budget_pilot_read_validation_only(tmp_path: Path) -> None:
+    s = study_of(tmp_path, seeds=(0, 1), budgets=(4, 20), curve=saturating)
+    plateau = s.tables["plateau"]
+    assert set(plateau["last_epoch"]) == {4, 20} and set(plateau["epochs"]) == {"4", "20"}
+    row = plateau[(plateau["last_epoch"] == 20) & (plateau["augment"] == "notebook")].iloc[0]
+    cell = s.tables["val_curves"]
+    curve = cell[(cell["epochs"] == "20") & (cell["augment"] == "notebook") & (cell["weight_decay"] == "0")
+                 & (cell["schedule"] == "constant")].set_index("epoch")["val_acc"]
+    window = curve.loc[16:20]
+    assert row["window"] == "16–20"
+    slope = np.polyfit(window.index.to_numpy(float), window.to_numpy(float), 1)[0]
+    first = plateau[(plateau["last_epoch"] == 20) & (plateau["augment"] == "notebook")
+                    & (plateau["weight_decay"] == "0")
+                    & (plateau["schedule"] == "constant")].iloc[0]
+    assert first["rise"] == pytest.approx(slope * 4)
+    budgets = s.tables["budgets"].set_index("budget")
+    assert bool(budgets.loc["20", "all_plateaued"]) and not bool(budgets.loc["4", "all_plateaued"])
+    assert "the smallest budget at which every cell plateaued is 20 epochs" in " ".join(answer(s))
+    assert "test_acc" not in plateau.columns  # the test set plays no part
+
+
+def test_the_effect_at_every_epoch_is_the_model_of_that_epoch(logit_study) -> None:
+    s = logit_study
+    by_epoch = s.tables["effect_by_epoch"]
+    assert sorted(set(by_epoch["epoch"])) == [1, 2, 3]
+    rows = s.runs.epochs[(s.runs.epochs["epoch"] == 2)]
+    m = 102  # synthetic validation split: a tenth of 1,024 train images
+    data = pd.DataFrame({"cell": rows["augment"].astype(str) + "|" + rows["weight_decay"].astype(str) + "|"
+                         + rows["schedule"].astype(str), "seed": rows["seed"].astype(str),
+                         "y": special.logit((rows["val_acc"] / 100 * m + 0.5) / (m + 1))})
+    fit = smf.ols("y ~ 0 + C(cell) + C(seed)", data).fit(cov_type="HC3", use_t=True)
+    centre = data.groupby("cell")["y"].mean().mean()
+    d = float(fit.t_test(main_contrast(fit, 0, "notebook", "none")).effect[0])
+    row = by_epoch[(by_epoch["epoch"] == 2) & (by_epoch["axis"] == "augment")].iloc[0]
+    assert row["points"] == pytest.approx(points_at(d, centre))
+    full = " ".join(reading(s))
+    assert "augmentation gap on validation accuracy does not close" in full
+    assert "A step schedule's effect is only defined at the end of its own schedule" in full
