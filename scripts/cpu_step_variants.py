@@ -150,13 +150,13 @@ def op_flops(replay: Replay) -> list[float]:
     return flops
 
 
-def time_kernels(step: Callable[[], object], replay: Replay, dtype: torch.dtype, rounds: int) -> dict:
+def time_kernels(step: Callable[[], object], replay: Replay, dtype: torch.dtype, rounds: int, gemm_size: int) -> dict:
     """Per round, side by side: a GEMM peak, one step, one back-to-back pass over the ops, and
     each op alone; the medians over the rounds."""
     cpu = torch.device("cpu")
     peaks, steps, passes, per_op = [], [], [], [[] for _ in replay.calls]
     for _ in range(rounds):
-        peaks.append(gemm_peak(cpu, dtype, size=GEMM_SIZE["cpu"]))
+        peaks.append(gemm_peak(cpu, dtype, size=gemm_size))
         steps.append(step_seconds(step, cpu, steps=1))
         passes.append(replay.run())
         for index, times in enumerate(per_op):
@@ -176,7 +176,7 @@ def kernel_table(args: argparse.Namespace) -> None:
         replay = Replay(ops, torch.device("cpu"))
         flops = op_flops(replay)
         dtype = torch.bfloat16 if overrides.get("precision") == "bf16" else torch.float32
-        timed = time_kernels(step, replay, dtype, args.rounds)
+        timed = time_kernels(step, replay, dtype, args.rounds, args.gemm_size)
         rows: dict[str, list[float]] = {}  # label -> [calls, seconds, flops]
         for op, seconds, count in zip(ops, timed["per_op"], flops, strict=True):
             row = rows.setdefault(op_label(op), [0, 0.0, 0.0])
@@ -252,6 +252,9 @@ def main() -> None:
     parser.add_argument("--layout", action="store_true", help="compare 2 processes x 1 thread with 1 x 2 instead")
     parser.add_argument("--kernels", action="store_true", help="time each train variant's matrix ops alone instead")
     parser.add_argument("--seconds", type=float, default=10.0, help="--layout: wall time per layout per round")
+    # 2048: the benchmarks' peak. Smaller is a quick check: a 2048^3 bf16 GEMM takes seconds where bf16 is emulated
+    parser.add_argument("--gemm-size", type=int, default=GEMM_SIZE["cpu"],
+                        help=f"--kernels: side of the square GEMM that measures the peak (default {GEMM_SIZE['cpu']})")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()

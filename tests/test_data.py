@@ -101,6 +101,8 @@ def test_missing_dataset_without_network_names_the_path_flag_and_variable(monkey
     message = str(err.value)
     assert str(tmp_path / "FashionMNIST") in message
     assert "--data-root" in message and "$ABLATIONS_DATA_ROOT" in message and "download failed" in message
+    reason = message.split("download failed (", 1)[1].split(");", 1)[0]
+    assert reason.strip() and not reason.rstrip().endswith(":"), message  # never an empty reason
 
 
 def test_cli_missing_dataset_exits_2_with_one_line_and_no_traceback(tmp_path):

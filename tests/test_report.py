@@ -328,8 +328,8 @@ def test_cli_writes_without_importing_torch(tmp_path: Path) -> None:
     proc = python(code, "--results", str(tmp_path), "--format", "md", "--bench", str(bench_json(tmp_path / "b.json")),
                   "--baseline", "augment=notebook")
     assert proc.returncode == 0, proc.stderr
-    printed = proc.stdout.splitlines()
-    assert printed[-1] == str(tmp_path / "REPORT.md") and all(Path(p).is_file() for p in printed)
+    assert proc.stdout.splitlines()[-1] == f"report: {tmp_path / 'REPORT.md'}"
+    assert (tmp_path / "REPORT.html").is_file() and (tmp_path / "figures" / "bench_throughput.png").is_file()
     page = (tmp_path / "REPORT.md").read_text()
     assert "Baseline: augment=notebook." in page and "## Throughput" in page
     assert "](figures/augment_samples.png)" in page and "](figures/bench_throughput.png)" in page

@@ -159,7 +159,7 @@ def _download(name: str, cls: type, options: dict, root: Path, *, train: bool):
         return cls(root=str(root), train=train, download=True, **options)
     except Exception as err:  # no network, a proxy, a mirror down: all mean the same to the user
         _undo_download(folder, before, created)
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        reason = download_reason(err)
         raise UserError(
             f"{name} not found under {folder.resolve()} and the download failed ({reason}); "
             f"put the torchvision files there, or point --data-root or ${DATA_ROOT_ENV} at a folder that has them"
@@ -234,3 +234,15 @@ def _idx_count(path: Path, ndim: int) -> int:
 def damaged(path: Path, why: object) -> UserError:
     reason = str(why).strip().splitlines()[0] if str(why).strip() else type(why).__name__
     return UserError(f"{path} is damaged ({reason}); delete it to download it again, or restore it from a copy")
+
+
+def download_reason(err: BaseException) -> str:
+    """Why a download failed, on one line. torchvision's own message opens with a line that ends in a
+    colon ("Error downloading train-images-idx3-ubyte.gz:") and gives each mirror's error below it;
+    the first of those is the reason a user needs ("<urlopen error [Errno -3] Temporary failure ...>")."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    details = [line for line in lines[1:] if not line.startswith("Tried ")]
+    head = lines[0].rstrip(":") if lines else type(err).__name__
+    cause = err.__cause__ or err.__context__
+    detail = details[0] if details else (str(cause).strip() if cause is not None and str(cause).strip() else "")
+    return f"{head}: {detail}" if detail else head

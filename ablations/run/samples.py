@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ablations.config import TrainConfig  # noqa: E402
 from ablations.data.dataset import load_dataset  # noqa: E402
-from ablations.run.trainer import build_run  # noqa: E402
+from ablations.run.build import build_run  # noqa: E402
 
 SAMPLES = 9  # a 3x3 grid per policy, as the notebook's demo
 
