@@ -136,6 +136,7 @@ def _finished_at(results) -> dict[str, float]:
         return {r["run_id"]: r["finished_at"] for r in store.runs()}
 
 
+@pytest.mark.slow
 def test_run_grid_with_worker_processes_from_a_script_without_a_main_guard(tmp_path):
     """Spawned workers must not re-run the caller's script (it would start the grid again in each)
     nor need it as a file (a script piped to python has none)."""

@@ -102,6 +102,7 @@ def test_out_overloads_are_recorded():
     Replay(ops, torch.device("cpu")).run()
 
 
+@pytest.mark.capability
 def test_the_kernel_table_names_each_op_and_the_ceiling():
     script = Path(__file__).resolve().parents[1] / "scripts" / "cpu_step_variants.py"
     # a 256 px GEMM for the peak: the 2048 one takes minutes where bf16 is emulated (AVX2), and the table's

@@ -12,6 +12,7 @@ import ctypes
 import dataclasses
 import math
 
+import pytest
 import torch
 
 from ablations.config import TrainConfig
@@ -59,6 +60,7 @@ def tensor_bytes(t: torch.Tensor) -> int:
     return t.numel() * t.element_size()
 
 
+@pytest.mark.capability
 def test_bytes_in_use_stay_flat_over_an_epoch(synthetic, device):
     samples = step_start_bytes(synthetic, device)
     settled = samples[2:]  # step 1 creates the gradients, momentum buffers and kernel caches that persist

@@ -72,6 +72,7 @@ def test_the_adapted_torchvision_stem_keeps_the_models_own_initialization():
     assert torch.equal(gray.fc.weight, rgb.fc.weight)
 
 
+@pytest.mark.capability
 def test_the_trainers_step_fits_a_batch_in_bf16_channels_last(synthetic):
     from ablations.config import TrainConfig
     from ablations.run.build import build_run

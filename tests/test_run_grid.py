@@ -32,6 +32,7 @@ def rows(results: Path) -> list[tuple]:
         db.close()
 
 
+@pytest.mark.capability
 def test_smoke_end_to_end_then_resume_skips_everything(results_dir):
     first = run_grid(results_dir, "--workers", "1")
     assert first.returncode == 0, first.stderr
@@ -64,6 +65,7 @@ def test_dry_run_lists_runs_and_touches_nothing(results_dir):
     assert not store_path(results_dir).exists()
 
 
+@pytest.mark.slow
 def test_sigkill_mid_grid_then_resume_runs_everything_exactly_once(results_dir):
     proc = subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "1"), stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
@@ -160,6 +162,7 @@ def test_sigkill_of_the_driver_takes_its_workers_and_resource_tracker_with_it(re
     assert len(children) >= 3  # the control: the workers and the tracker were there to be killed
 
 
+@pytest.mark.slow
 def test_two_concurrent_runners_never_run_a_run_twice(results_dir):
     # one thread each: two runners sharing the cores must not oversubscribe them
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -173,6 +176,7 @@ def test_two_concurrent_runners_never_run_a_run_twice(results_dir):
     assert {r[3] for r in table} == {1}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_stops_cleanly_with_a_summary_and_keeps_finished_runs(results_dir, sig):
     proc = subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "1"), stdout=subprocess.PIPE,
@@ -190,6 +194,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_with_a_summary_and_keeps_finished_runs(
     assert "running" not in statuses and statuses.count("done") >= 1  # claims handed back, results kept
 
 
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_grid_goes_on(results_dir):
     # lr=1e12 makes every loss non-finite: recorded as diverged, not raised through the grid
     proc = run_grid(results_dir, "--no-report", "--workers", "1", "--set", "lr=1e12", "--only", "seed=0")
