@@ -102,6 +102,13 @@ def grid_file(text: str) -> Callable[[Scene], None]:
     return write
 
 
+def grid_bytes(data: bytes) -> Callable[[Scene], None]:
+    """A whole grid file, byte for byte (its own [axes] and [fixed], or bytes that are not UTF-8)."""
+    def write(scene: Scene) -> None:
+        scene.grid.write_bytes(data)
+    return write
+
+
 def file_as_results(scene: Scene) -> None:
     scene.results.write_text("my notes, not a folder\n")
 
@@ -242,6 +249,22 @@ ROWS = {
                                ("seed 0 is listed twice",), scene=grid_file("seeds = [0, 0]")),
     "toml seeds = 0": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
                           ("seeds must be 1 or more",), scene=grid_file("seeds = 0")),
+    "--axis augment=none,none": Row((*GRID, "--grid", "smoke", "--results", "{results}", "--axis", "augment=none,none"),
+                                    ("--axis: axis 'augment' lists 'none' twice",)),
+    "toml axis with a level twice": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
+                                        ("grid.toml: axis 'augment' lists 'hflip' twice",),
+                                        scene=grid_bytes(b'[axes]\naugment = ["hflip", "none", "hflip"]\n')),
+    "toml key in both [axes] and [fixed]": Row(
+        (*GRID, "--grid", "{grid}", "--results", "{results}"), ("grid.toml: 'epochs' is in both [axes] and [fixed]",),
+        scene=grid_bytes(b"[fixed]\nepochs = 1\n[axes]\nepochs = [1, 2]\n")),
+    "toml empty axis": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
+                           ("grid.toml: axis 'augment' needs a non-empty list",),
+                           scene=grid_bytes(b"[axes]\naugment = []\n")),
+    "toml not UTF-8": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
+                          ("grid.toml is not UTF-8 text (byte 0xe9 on line 1)", "save it as UTF-8"),
+                          scene=grid_bytes(b'description = "r\xe9sum\xe9"\n[axes]\naugment = ["none"]\n')),
+    "toml malformed": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
+                          ("grid.toml is not valid TOML", "line 1"), scene=grid_bytes(b"[axes\naugment = ['none']\n")),
     "--results is a file": Row((*GRID, "--grid", "smoke", "--results", "{results}"),
                                ("is a file", "give a folder"), scene=file_as_results),
     "read-only results folder: grid": Row((*GRID, "--grid", "smoke", "--results", "{results}"),
