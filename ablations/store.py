@@ -5,8 +5,9 @@ included) leaves either the whole run or none of it. WAL lets the report read wh
 writes, and claims take the write lock up front (BEGIN IMMEDIATE) so two grid processes
 sharing a store never train the same run at once. When a grid ends the store goes back to a
 rollback journal (`make_publishable`): one self-contained file that any reader, a read-only
-mount included, opens without leaving -wal/-shm files beside it. Standard library only: the
-report reads the store on machines without torch.
+mount included, opens without leaving -wal/-shm files beside it. This module's readers never write,
+whatever mode the grid left the store in (`store_read`). Standard library only: the report reads
+the store on machines without torch.
 
 Every SQLite error that means "this file" (damaged, read-only, not a database) leaves the
 store as a one-line UserError naming the file; contention ("database is locked") does not.
@@ -18,6 +19,7 @@ import argparse
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import threading
@@ -29,6 +31,7 @@ from typing import Any
 
 from ablations.config import FINAL_STATUSES, FINISHED, STATUSES, Status, TrainConfig
 from ablations.errors import UserError, run_cli, unknown_name
+from ablations.store_read import reader_uri
 
 STORE_NAME = "runs.sqlite"
 # 2: validation metrics, the learning rate an epoch trained at, the grid a store holds.
@@ -136,9 +139,8 @@ class Store:
         elif not self.path.is_file():
             raise UserError(f"no run store at {self.path}; {_HINT}")
         self._lock = threading.RLock()
-        # mode=ro: a reader never writes (so never leaves an empty file behind it) and reads a
-        # store on a read-only disk or mount.
-        uri = self.path.resolve().as_uri() + ("" if _create else "?mode=ro")
+        # A reader never writes, in the file or beside it, and reads a store on a read-only disk.
+        uri, self._copy = (self.path.resolve().as_uri(), None) if _create else reader_uri(self.path)
         # Autocommit mode: every transaction is explicit. Any thread may call under self._lock.
         self._conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
                                      check_same_thread=False)
@@ -146,7 +148,7 @@ class Store:
         try:
             self._setup(_create)
         except BaseException as err:
-            self._conn.close()
+            self.close()
             if isinstance(err, sqlite3.DatabaseError) and "file is not a database" in str(err):
                 raise UserError(f"{self.path} is not a run store ({err}): restore it if it was one, "
                                 f"or give --results another folder") from None
@@ -249,6 +251,8 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()  # the last connection to close checkpoints and removes the WAL file
+            if self._copy is not None:
+                shutil.rmtree(self._copy, ignore_errors=True)
 
     def __enter__(self) -> Store:
         return self

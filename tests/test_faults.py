@@ -113,7 +113,7 @@ def file_as_results(scene: Scene) -> None:
     scene.results.write_text("my notes, not a folder\n")
 
 
-def smoke_store(scene: Scene) -> None:
+def smoke_store(scene: Scene, *, publishable: bool = True) -> None:
     """A finished smoke grid's store, as a grid leaves it (rollback journal), without training."""
     grid = load_grid("smoke")
     with Store(scene.results / STORE_NAME) as store:
@@ -124,7 +124,12 @@ def smoke_store(scene: Scene) -> None:
             epochs = [{"epoch": 1, "lr": 0.1, "train_loss": 0.5, "val_acc": 0.9, "test_acc": 0.9}]
             result = {"status": "done", "final_test_acc": 0.9, "final_val_acc": 0.9, "wall_s": 1.0, "epochs": epochs}
             store.finish(cfg.run_id, owner, result, {"host": "test", "notes": "x" * 3000})  # a few pages each
-        assert store.make_publishable()
+        assert not publishable or store.make_publishable()
+
+
+def wal_store(scene: Scene) -> None:
+    """The same store left in WAL mode, as `Store()` from Python leaves it."""
+    smoke_store(scene, publishable=False)
 
 
 def read_only_results(scene: Scene) -> None:
@@ -275,6 +280,8 @@ ROWS = {
                                  ("runs.sqlite is read-only", "copy it"), scene=read_only_store),
     "read-only store: summary reads it": Row((*SUMMARY, "--results", "{results}"), code=0, scene=read_only_store,
                                              check=summary_of_the_smoke_store),
+    "a store left in WAL mode: summary reads it as it is": Row((*SUMMARY, "--results", "{results}"), code=0,
+                                                                scene=wal_store, check=summary_of_the_smoke_store),
     "corrupt store pages: summary": Row((*SUMMARY, "--results", "{results}"),
                                         ("runs.sqlite is damaged", "backup"), scene=corrupt_store),
     "corrupt store pages: report": Row((*REPORT, "--results", "{results}"),
