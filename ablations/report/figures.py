@@ -78,6 +78,8 @@ def _attempt(name: str, title: str, draw: Callable[[], str], folder: Path, conte
             caption = draw()
     except Skip as why:
         return Figure(name, title, skipped=str(why))
+    except OSError:  # a full or failing disk is no plotting bug: the report stops, and the previous one stays
+        raise
     except Exception as err:  # a plotting bug must cost one figure, not the report of a finished grid
         return Figure(name, title, skipped=f"could not be drawn ({type(err).__name__}: {err})")
     finally:

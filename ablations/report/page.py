@@ -49,6 +49,8 @@ TITLES = {
     "main_effects": "Main effects", "vs_baseline": "Against the baseline", "pairing": "Pairing by seed",
     "seeds_needed": "Seeds needed", "leaderboard": "Leaderboard",
 }
+# Drawn by the grid (it needs torch), linked here when it is there.
+SAMPLES_FIGURE = "figures/augment_samples.png"
 
 
 def table_title(name: str) -> str:
@@ -140,8 +142,8 @@ def _grid_sections(s: Study, formats: tuple[str, ...], out: Path) -> list[Block]
     lines += [Heading(2, "Figures")]
     for fig in s.figures:
         lines += [Heading(3, fig.title), *_figure(fig)]
-    if (out / "figures" / "augment_samples.png").is_file():
-        samples = FigureBlock("figures/augment_samples.png", "Augmentation samples")
+    if (out / SAMPLES_FIGURE).is_file():
+        samples = FigureBlock(SAMPLES_FIGURE, "Augmentation samples")
         lines += [Heading(3, "Augmentation samples"), samples]
     return lines
 
