@@ -1,8 +1,9 @@
 """Executors of grid runs: in this process, in N local worker processes, or as Ray tasks.
 
-Every executor has `submit(config_dict, track=None) -> concurrent.futures.Future[result dict]` and
-`shutdown(cancel)`, so the driver loop in `ablations.execute` is the same for all three, and
-only the driver writes the store.
+Every executor has `submit(config_dict, track=None, stop=None) -> concurrent.futures.Future[result dict]`,
+`stop(future)` and `shutdown(cancel)`, so the driver loop in `ablations.execute` is the same for all
+three, and only the driver writes the store. A run stops when its `stop` file appears (looked for
+after each epoch, on this machine) or, on Ray, when `stop` cancels its task.
 """
 
 from __future__ import annotations
@@ -32,9 +33,14 @@ PARENT_POLL_S = 1.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def run_one(config: dict, track=None) -> dict:
+class RunStopped(Exception):
+    """The driver lost this run's claim: training it further would race the runner that took it."""
+
+
+def run_one(config: dict, track=None, stop: str | None = None) -> dict:
     """Train one run; a run that raises comes back as status 'failed' with its error. With `track` (a
-    tracking.TrackSpec) each epoch is also logged to MLflow or TensorBoard, from the process that trains."""
+    tracking.TrackSpec) each epoch is also logged to MLflow or TensorBoard, from the process that trains.
+    With `stop`, the run ends after any epoch once that file exists."""
     from ablations.devices import resolve_device
     from ablations.provenance import provenance
     from ablations.tracking import live_run
@@ -48,7 +54,7 @@ def run_one(config: dict, track=None) -> dict:
         try:
             data = cached_dataset(*data_key(cfg), str(device))
             split_sizes = {split: len(data.split(split)[1]) for split in ("train", "val", "test")}
-            result = train(cfg, data, on_epoch=tracker.epoch).to_dict()
+            result = train(cfg, data, on_epoch=lambda metrics: _epoch_done(metrics, tracker, stop)).to_dict()
             precision, param_count = result["precision"], result["param_count"]
         except Exception as err:  # recorded in the store; the grid goes on
             last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
@@ -57,6 +63,12 @@ def run_one(config: dict, track=None) -> dict:
         result["provenance"] = provenance(device, precision, param_count, split_sizes)
         tracker.end(result, result["provenance"])
     return result
+
+
+def _epoch_done(metrics: dict, tracker, stop: str | None) -> None:
+    tracker.epoch(metrics)
+    if stop and os.path.exists(stop):  # one stat per epoch
+        raise RunStopped(f"stopped after epoch {metrics['epoch']}: this runner lost the run's claim")
 
 
 def data_key(cfg: TrainConfig) -> tuple:
@@ -119,10 +131,13 @@ class InlineExecutor:
 
     workers = 1
 
-    def submit(self, config: dict, track=None) -> Future:
+    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
         future: Future = Future()
-        future.set_result(run_one(config, track))
+        future.set_result(run_one(config, track, stop))
         return future
+
+    def stop(self, future: Future) -> None:
+        pass  # the run has ended by the time the driver holds its future
 
     def shutdown(self, cancel: bool = False) -> None:
         pass
@@ -199,14 +214,17 @@ class ProcessExecutor:
             initargs=(self.threads, os.getpid(), self.workers),
         )
 
-    def submit(self, config: dict, track=None) -> Future:
+    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
         with callers_main_hidden():  # the pool starts its workers inside submit
             try:
-                return self._pool.submit(run_one, config, track)
+                return self._pool.submit(run_one, config, track, stop)
             except BrokenProcessPool:  # a worker died (OOM kill, segfault): start a fresh pool
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
-                return self._pool.submit(run_one, config, track)
+                return self._pool.submit(run_one, config, track, stop)
+
+    def stop(self, future: Future) -> None:
+        future.cancel()  # not started yet: never starts; started: its worker sees the stop file
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -256,16 +274,21 @@ class RayExecutor:
         if gpus_per_run:
             fit = min(fit, ray.cluster_resources().get("GPU", 0) // gpus_per_run)
         self.workers = workers if workers > 0 else max(1, int(fit))
-        self._refs: list = []
+        self._refs: dict[Future, object] = {}
 
-    def submit(self, config: dict, track=None) -> Future:
+    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
+        # The stop file is on this machine; a task on another node is stopped by cancelling it.
         ref = self._remote.remote(for_workers(config), track)
-        self._refs.append(ref)
-        return ref.future()
+        future = ref.future()
+        self._refs[future] = ref
+        return future
+
+    def stop(self, future: Future) -> None:
+        self._ray.cancel(self._refs[future], force=True)  # a cancelled task is not retried
 
     def shutdown(self, cancel: bool = False) -> None:
         if cancel:
-            for ref in self._refs:
+            for ref in self._refs.values():
                 self._ray.cancel(ref, force=True)
         disconnect()
 

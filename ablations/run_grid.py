@@ -181,7 +181,8 @@ def run_pending(args: argparse.Namespace, p: Plan, store: Store, pending: list[T
 
         try:
             with sigterm_as_interrupt():
-                counts = execute(store, pending, executor, on_finish=on_finish, track=track)
+                counts = execute(store, pending, executor, on_finish=on_finish, track=track,
+                                 warn=lambda line: bar.write(line, file=sys.stderr))
         except KeyboardInterrupt:
             bar.close()
             status = store.status_of([c.run_id for c in p.configs])
@@ -255,6 +256,8 @@ def summary_line(counts: Counter, skipped: int, seconds: float) -> str:
     parts.append(f"{skipped} skipped (finished before)")
     if counts.get("claimed elsewhere"):
         parts.append(f"{counts['claimed elsewhere']} left to another runner")
+    if counts.get("handed back"):
+        parts.append(f"{counts['handed back']} handed back (claim lost)")
     return f"grid finished in {seconds:.0f} s: " + ", ".join(parts)
 
 

@@ -89,16 +89,46 @@ def test_finish_writes_run_and_epochs(store: Store) -> None:
     assert store.status_of([cfg.run_id, "missing"]) == {cfg.run_id: "done"}
 
 
-def test_second_finish_replaces_epochs(store: Store) -> None:
+def test_a_claim_finishes_once(store: Store) -> None:
     cfg = configs(1)[0]
     store.enqueue([cfg], grid=None)
     owner = new_owner()
-    store.claim(cfg.run_id, owner)
-    store.finish(cfg.run_id, owner, result(4), PROVENANCE)
-    store.finish(cfg.run_id, owner, result(2, status="diverged", diverged_epoch=1), PROVENANCE)
-    assert len(store.epochs()) == 2
+    attempt = store.claim(cfg.run_id, owner)
+    assert attempt == 1
+    assert store.finish(cfg.run_id, owner, result(4), PROVENANCE, attempt=attempt)
+    assert not store.finish(cfg.run_id, owner, result(2, status="diverged", diverged_epoch=1), PROVENANCE,
+                            attempt=attempt)  # the claim ended with the first result
+    assert len(store.epochs()) == 4
     (run,) = store.runs()
-    assert (run["status"], run["diverged_epoch"]) == ("diverged", 1)
+    assert (run["status"], run["diverged_epoch"]) == ("done", None)
+
+
+def test_a_runner_that_lost_its_claim_writes_nothing(store: Store) -> None:
+    """The check and the write are one transaction: the taker's result stays, the loser's is dropped."""
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    first, second = new_owner(), new_owner()
+    assert store.claim(cfg.run_id, first) == 1
+    time.sleep(0.05)
+    assert store.claim(cfg.run_id, second, stale_after_s=0.02) == 2  # the first looked dead
+    assert store.finish(cfg.run_id, second, result(3), {"by": "second"}, attempt=2)
+    assert not store.finish(cfg.run_id, first, result(5), {"by": "first"}, attempt=1)
+    assert not store.fail(cfg.run_id, first, "late", attempt=1) and not store.release(cfg.run_id, first, attempt=1)
+    (run,) = store.runs()
+    assert (run["status"], run["provenance"], run["attempts"]) == ("done", {"by": "second"}, 2)
+    assert len(store.epochs()) == 3
+
+
+def test_an_owner_holds_only_its_latest_attempt(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    owner = new_owner()
+    assert store.claim(cfg.run_id, owner) == 1
+    time.sleep(0.05)
+    assert store.claim(cfg.run_id, owner, stale_after_s=0.02) == 2
+    assert not store.heartbeat(cfg.run_id, owner, attempt=1) and store.heartbeat(cfg.run_id, owner, attempt=2)
+    assert not store.finish(cfg.run_id, owner, result(1), PROVENANCE, attempt=1)
+    assert store.finish(cfg.run_id, owner, result(1), PROVENANCE, attempt=2)
 
 
 def test_failed_result_never_overwrites_a_finished_run(store: Store) -> None:
