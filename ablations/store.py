@@ -146,6 +146,7 @@ class Store:
         elif not self.path.is_file():
             raise UserError(f"no run store at {self.path}; {_HINT}")
         self._lock = threading.RLock()
+        created = _create and not self.path.exists()
         # A reader never writes, in the file or beside it, and reads a store on a read-only disk.
         uri, self._copy = (self.path.resolve().as_uri(), None) if _create else reader_uri(self.path)
         # Autocommit mode: every transaction is explicit. Any thread may call under self._lock.
@@ -156,6 +157,9 @@ class Store:
             self._setup(_create)
         except BaseException as err:
             self.close()
+            if created:  # half a store (a full disk before its tables) would be refused as "not a run store"
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
             if isinstance(err, sqlite3.DatabaseError) and "file is not a database" in str(err):
                 raise UserError(f"{self.path} is not a run store ({err}): restore it if it was one, "
                                 f"or give --results another folder") from None

@@ -114,3 +114,50 @@ def test_an_export_on_a_full_disk_is_one_line_and_leaves_no_partial_file(disk: P
     again = command("ablations.store", "export", "--results", str(disk))
     assert again.returncode == 0, again.stderr[-3000:]
     assert [Path(p).name for p in again.stdout.split()] == ["runs.csv", "epochs.csv"]
+
+
+def stored(results: Path) -> list[tuple]:
+    with Store.open_existing(results / STORE_NAME) as store:
+        return [(r["run_id"], r["status"], r["finished_at"], r["final_test_acc"]) for r in store.runs()]
+
+
+def test_a_grid_on_a_full_disk_stops_with_one_line_hands_its_claim_back_and_resumes(disk: Path) -> None:
+    results = disk / "results"
+    grid = ("ablations.run_grid", "--grid", "smoke", "--results", str(results), "--workers", "1", "--no-report")
+    assert command(*grid, "--only", "seed=0").returncode == 0  # four runs done while there was room
+    finished = stored(results)
+    filler = fill(disk, leave=128 * 1024)  # room for the WAL, its index and a run or two; four do not fit
+
+    proc = command(*grid, timeout=600)
+
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [f"error: no space left on {results / STORE_NAME}; free space and run the same command again"]
+    before = stored(results)
+    assert "running" not in {status for _, status, _, _ in before}  # the claim was handed back
+    assert "queued" in {status for _, status, _, _ in before}  # the control: the disk filled before the grid ended
+    finished = [r for r in before if r[1] == "done"]
+    filler.unlink()
+
+    again = command(*grid, timeout=600)
+
+    assert again.returncode == 0, again.stderr[-3000:]
+    after = stored(results)
+    assert {status for _, status, _, _ in after} == {"done"} and len(after) == 8
+    assert set(finished) <= set(after)  # every run finished before the disk filled is there as it was
+    assert f"{8 - len(finished)} done, 0 diverged, 0 failed, {len(finished)} skipped" in again.stdout
+
+
+def test_a_store_that_cannot_be_created_on_a_full_disk_leaves_nothing_to_trip_the_next_grid(disk: Path) -> None:
+    results = disk / "results"
+    grid = ("ablations.run_grid", "--grid", "smoke", "--results", str(results), "--workers", "1", "--no-report",
+            "--only", "seed=0", "--only", "augment=none")
+    filler = fill(disk, leave=48 * 1024)  # less than a new store's tables, WAL and index
+
+    no_space_line(command(*grid), results / STORE_NAME)
+    assert not (results / STORE_NAME).exists()  # no half-made store, which the next grid would refuse
+    filler.unlink()
+    again = command(*grid)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "2 done, 0 diverged, 0 failed, 0 skipped" in again.stdout
