@@ -100,7 +100,7 @@ def validate(args: argparse.Namespace, p: Plan) -> int:
         raise UserError(f"--address {args.address} is for the ray backend; add --backend ray, or drop --address")
     if args.backend == "ray":  # the address first: a malformed or dead one is wrong with or without Ray here
         check_reachable(resolve_address(args.address))
-        require_ray()
+        require_ray(resolve_address(args.address))
     workers = resolve_workers(args.workers, args.backend, p.configs)
     check_results_folder(p.results)
     path = store_path(p.results)
