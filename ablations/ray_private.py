@@ -29,6 +29,9 @@ LOOPBACK = "127.0.0.1"
 BEFORE_IMPORT = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 TOKEN_NAME = "auth_token"
 
+# One token per process: Ray's core reads the token once and keeps it, so a second private instance
+# started from the same process (the Python API, twice) must ask for the same one.
+_TOKEN = secrets.token_hex(32)
 _folder: Path | None = None
 _saved_env: dict[str, str | None] = {}
 
@@ -43,11 +46,13 @@ def start(ray, *, num_cpus: int, runtime_env: dict) -> None:
     """Start the instance (ray.init) with everything above; on failure nothing is left behind."""
     global _folder
     # Ray's Unix sockets live in its session folder and must stay under 108 bytes: a short parent.
-    _folder = Path(tempfile.mkdtemp(prefix="ray-", dir=os.environ.get("RAY_TMPDIR") or tempfile.gettempdir()))
+    parent = Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())
+    parent.mkdir(parents=True, exist_ok=True)  # as Ray would make its own temp dir
+    _folder = Path(tempfile.mkdtemp(prefix="ray-", dir=parent))
     token = _folder / TOKEN_NAME
     descriptor = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(descriptor, "w") as handle:
-        handle.write(secrets.token_hex(32))
+        handle.write(_TOKEN)
     # RAY_AUTH_MODE unset: ray.init then turns token mode on itself, in this process too (a mode set
     # here after Ray's import would not reach its core), and finds the token at RAY_AUTH_TOKEN_PATH.
     _set_env({**BEFORE_IMPORT, "RAY_AUTH_MODE": None, "RAY_AUTH_TOKEN_PATH": str(token), "RAY_AUTH_TOKEN": None,

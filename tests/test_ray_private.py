@@ -87,3 +87,30 @@ def test_a_private_instance_listens_on_loopback_only_and_leaves_no_file(tmp_path
     assert Path(auth.get("RAY_AUTH_TOKEN_PATH", "")).parent.parent == ray_tmp
     assert not (home / ".ray").exists()  # no token (or anything else) in the home folder
     assert left == []  # Ray's temp and session folders went with the grid
+
+
+TWICE = """
+from ablations.ray_cluster import connect, disconnect
+for _ in range(2):
+    ray = connect(None, cpus_per_run=1)
+    print(ray.get(ray.remote(lambda: 42).remote()), ray.util.get_node_ip_address(), flush=True)
+    disconnect()
+"""
+
+
+@pytest.mark.ray
+def test_one_process_can_start_a_private_instance_twice(tmp_path: Path) -> None:
+    """As the Python API does when called twice: Ray's core keeps the first instance's token."""
+    pytest.importorskip("ray", reason="Ray is the optional `ray` extra: pip install -e '.[ray]'")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="ray", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(PYTHONPATH=str(REPO), HOME=str(tmp_path), RAY_TMPDIR=str(ray_tmp))
+    try:
+        proc = subprocess.run([sys.executable, "-c", TWICE], cwd=tmp_path, env=env, capture_output=True, text=True,
+                              timeout=600)
+        left = sorted(p.name for p in ray_tmp.iterdir())
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split("\n")[:2] == ["42 127.0.0.1", "42 127.0.0.1"]
+    assert left == []
