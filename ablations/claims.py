@@ -61,10 +61,10 @@ class Claims:
         self._lock = threading.Lock()
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True, name="store-heartbeat")
-        self._stop_dir: Path | None = None
+        # Made only when a run must stop, so a grid killed with SIGKILL leaves nothing behind in the usual case.
+        self._stop_dir = Path(tempfile.gettempdir()) / f"ablations-stop-{owner.replace(':', '-')}"
 
     def __enter__(self) -> Claims:
-        self._stop_dir = Path(tempfile.mkdtemp(prefix="ablations-stop-"))
         self._thread.start()
         return self
 
@@ -97,6 +97,7 @@ class Claims:
         if claim.lost is None:
             claim.lost = why
             with contextlib.suppress(OSError):  # a full disk: the run trains on, its result is dropped
+                claim.stop_file.parent.mkdir(exist_ok=True)
                 claim.stop_file.touch()
 
     # ---- the heartbeat thread ----------------------------------------------------------
