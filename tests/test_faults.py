@@ -102,11 +102,18 @@ def grid_file(text: str) -> Callable[[Scene], None]:
     return write
 
 
+def grid_bytes(data: bytes) -> Callable[[Scene], None]:
+    """A whole grid file, byte for byte (its own [axes] and [fixed], or bytes that are not UTF-8)."""
+    def write(scene: Scene) -> None:
+        scene.grid.write_bytes(data)
+    return write
+
+
 def file_as_results(scene: Scene) -> None:
     scene.results.write_text("my notes, not a folder\n")
 
 
-def smoke_store(scene: Scene) -> None:
+def smoke_store(scene: Scene, *, publishable: bool = True) -> None:
     """A finished smoke grid's store, as a grid leaves it (rollback journal), without training."""
     grid = load_grid("smoke")
     with Store(scene.results / STORE_NAME) as store:
@@ -117,7 +124,12 @@ def smoke_store(scene: Scene) -> None:
             epochs = [{"epoch": 1, "lr": 0.1, "train_loss": 0.5, "val_acc": 0.9, "test_acc": 0.9}]
             result = {"status": "done", "final_test_acc": 0.9, "final_val_acc": 0.9, "wall_s": 1.0, "epochs": epochs}
             store.finish(cfg.run_id, owner, result, {"host": "test", "notes": "x" * 3000})  # a few pages each
-        assert store.make_publishable()
+        assert not publishable or store.make_publishable()
+
+
+def wal_store(scene: Scene) -> None:
+    """The same store left in WAL mode, as `Store()` from Python leaves it."""
+    smoke_store(scene, publishable=False)
 
 
 def read_only_results(scene: Scene) -> None:
@@ -242,6 +254,22 @@ ROWS = {
                                ("seed 0 is listed twice",), scene=grid_file("seeds = [0, 0]")),
     "toml seeds = 0": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
                           ("seeds must be 1 or more",), scene=grid_file("seeds = 0")),
+    "--axis augment=none,none": Row((*GRID, "--grid", "smoke", "--results", "{results}", "--axis", "augment=none,none"),
+                                    ("--axis: axis 'augment' lists 'none' twice",)),
+    "toml axis with a level twice": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
+                                        ("grid.toml: axis 'augment' lists 'hflip' twice",),
+                                        scene=grid_bytes(b'[axes]\naugment = ["hflip", "none", "hflip"]\n')),
+    "toml key in both [axes] and [fixed]": Row(
+        (*GRID, "--grid", "{grid}", "--results", "{results}"), ("grid.toml: 'epochs' is in both [axes] and [fixed]",),
+        scene=grid_bytes(b"[fixed]\nepochs = 1\n[axes]\nepochs = [1, 2]\n")),
+    "toml empty axis": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
+                           ("grid.toml: axis 'augment' needs a non-empty list",),
+                           scene=grid_bytes(b"[axes]\naugment = []\n")),
+    "toml not UTF-8": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
+                          ("grid.toml is not UTF-8 text (byte 0xe9 on line 1)", "save it as UTF-8"),
+                          scene=grid_bytes(b'description = "r\xe9sum\xe9"\n[axes]\naugment = ["none"]\n')),
+    "toml malformed": Row((*GRID, "--grid", "{grid}", "--results", "{results}"),
+                          ("grid.toml is not valid TOML", "line 1"), scene=grid_bytes(b"[axes\naugment = ['none']\n")),
     "--results is a file": Row((*GRID, "--grid", "smoke", "--results", "{results}"),
                                ("is a file", "give a folder"), scene=file_as_results),
     "read-only results folder: grid": Row((*GRID, "--grid", "smoke", "--results", "{results}"),
@@ -252,6 +280,8 @@ ROWS = {
                                  ("runs.sqlite is read-only", "copy it"), scene=read_only_store),
     "read-only store: summary reads it": Row((*SUMMARY, "--results", "{results}"), code=0, scene=read_only_store,
                                              check=summary_of_the_smoke_store),
+    "a store left in WAL mode: summary reads it as it is": Row((*SUMMARY, "--results", "{results}"), code=0,
+                                                                scene=wal_store, check=summary_of_the_smoke_store),
     "corrupt store pages: summary": Row((*SUMMARY, "--results", "{results}"),
                                         ("runs.sqlite is damaged", "backup"), scene=corrupt_store),
     "corrupt store pages: report": Row((*REPORT, "--results", "{results}"),

@@ -98,6 +98,14 @@ def test_command_line_edits():
         (lambda: load_grid("smoke").with_fixed_values(parse_assignments(["epochs=many"], "--set")), "epochs: 'many' is not a valid int"),
         (lambda: grid_from_dict("g", {"axes": {"lr": []}}), "axis 'lr' needs a non-empty list"),
         (lambda: grid_from_dict("g", {"axis": {}}), "unknown key"),
+        (lambda: load_grid("smoke").with_axes(["augment=none,none"]), "axis 'augment' lists 'none' twice"),
+        (lambda: load_grid("smoke").with_axes(["weight-decay=0,0.0"]), "axis 'weight_decay' lists '0.0' twice"),
+        (lambda: grid_from_dict("g", {"axes": {"augment": ["none", "hflip", "none"]}}, source="g.toml"),
+         "g.toml: axis 'augment' lists 'none' twice"),
+        (lambda: grid_from_dict("g", {"axes": {"epochs": [1, 2]}, "fixed": {"epochs": 3}}, source="g.toml"),
+         r"g.toml: 'epochs' is in both \[axes\] and \[fixed\]"),
+        (lambda: grid_from_dict("g", {"fixed": {"weight-decay": 0, "weight_decay": 1e-3}}, source="g.toml"),
+         r"g.toml: 'weight_decay' is given twice in \[fixed\]"),
     ],
 )
 def test_bad_grids_are_one_line_errors(call, message):
@@ -110,4 +118,11 @@ def test_malformed_toml_names_the_file(tmp_path):
     path = tmp_path / "broken.toml"
     path.write_text("[axes\naugment = ['none']\n")
     with pytest.raises(UserError, match=r"broken.toml is not valid TOML"):
+        load_grid(str(path))
+
+
+def test_a_grid_file_that_is_not_utf8_names_the_file_and_the_line(tmp_path):
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('description = "a grid"\n[axes]\naugment = ["none"] # r\u00e9sum\u00e9\n'.encode("latin-1"))
+    with pytest.raises(UserError, match=r"latin1.toml is not UTF-8 text \(byte 0xe9 on line 3\); save it as UTF-8"):
         load_grid(str(path))

@@ -20,6 +20,7 @@ import pytest
 from ablations.config import TrainConfig
 from ablations.errors import UserError
 from ablations.store.export import export_csv
+from ablations.store.read import in_wal_mode
 from ablations.store.sqlite import STORE_NAME, Store, new_owner
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,7 +70,7 @@ def test_store_reopens_with_its_data(tmp_path: Path) -> None:
         s.enqueue(configs(3), grid=None)
     with Store.open_existing(tmp_path / "sub" / STORE_NAME) as s:
         assert s.counts()["queued"] == 3
-        assert s._conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert in_wal_mode(tmp_path / "sub" / STORE_NAME)  # read as it is: a reader switches nothing
 
 
 def test_finish_writes_run_and_epochs(store: Store) -> None:
@@ -88,16 +89,46 @@ def test_finish_writes_run_and_epochs(store: Store) -> None:
     assert store.status_of([cfg.run_id, "missing"]) == {cfg.run_id: "done"}
 
 
-def test_second_finish_replaces_epochs(store: Store) -> None:
+def test_a_claim_finishes_once(store: Store) -> None:
     cfg = configs(1)[0]
     store.enqueue([cfg], grid=None)
     owner = new_owner()
-    store.claim(cfg.run_id, owner)
-    store.finish(cfg.run_id, owner, result(4), PROVENANCE)
-    store.finish(cfg.run_id, owner, result(2, status="diverged", diverged_epoch=1), PROVENANCE)
-    assert len(store.epochs()) == 2
+    attempt = store.claim(cfg.run_id, owner)
+    assert attempt == 1
+    assert store.finish(cfg.run_id, owner, result(4), PROVENANCE, attempt=attempt)
+    assert not store.finish(cfg.run_id, owner, result(2, status="diverged", diverged_epoch=1), PROVENANCE,
+                            attempt=attempt)  # the claim ended with the first result
+    assert len(store.epochs()) == 4
     (run,) = store.runs()
-    assert (run["status"], run["diverged_epoch"]) == ("diverged", 1)
+    assert (run["status"], run["diverged_epoch"]) == ("done", None)
+
+
+def test_a_runner_that_lost_its_claim_writes_nothing(store: Store) -> None:
+    """The check and the write are one transaction: the taker's result stays, the loser's is dropped."""
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    first, second = new_owner(), new_owner()
+    assert store.claim(cfg.run_id, first) == 1
+    time.sleep(0.05)
+    assert store.claim(cfg.run_id, second, stale_after_s=0.02) == 2  # the first looked dead
+    assert store.finish(cfg.run_id, second, result(3), {"by": "second"}, attempt=2)
+    assert not store.finish(cfg.run_id, first, result(5), {"by": "first"}, attempt=1)
+    assert not store.fail(cfg.run_id, first, "late", attempt=1) and not store.release(cfg.run_id, first, attempt=1)
+    (run,) = store.runs()
+    assert (run["status"], run["provenance"], run["attempts"]) == ("done", {"by": "second"}, 2)
+    assert len(store.epochs()) == 3
+
+
+def test_an_owner_holds_only_its_latest_attempt(store: Store) -> None:
+    cfg = configs(1)[0]
+    store.enqueue([cfg], grid=None)
+    owner = new_owner()
+    assert store.claim(cfg.run_id, owner) == 1
+    time.sleep(0.05)
+    assert store.claim(cfg.run_id, owner, stale_after_s=0.02) == 2
+    assert not store.heartbeat(cfg.run_id, owner, attempt=1) and store.heartbeat(cfg.run_id, owner, attempt=2)
+    assert not store.finish(cfg.run_id, owner, result(1), PROVENANCE, attempt=1)
+    assert store.finish(cfg.run_id, owner, result(1), PROVENANCE, attempt=2)
 
 
 def test_failed_result_never_overwrites_a_finished_run(store: Store) -> None:
@@ -431,6 +462,66 @@ def test_a_reader_opens_read_only_and_never_writes(tmp_path: Path) -> None:
         with pytest.raises(UserError, match="is read-only; copy it somewhere writable"):
             reader.enqueue(configs(7), grid="g")
     assert path.read_bytes() == before
+
+
+def store_files(folder: Path) -> dict[str, bytes]:
+    """The store and whatever SQLite keeps beside it (-wal, -shm, -journal), by name, with their bytes."""
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.name.startswith(STORE_NAME)}
+
+
+KILLED_WRITER = """
+import os, sys
+from ablations.store.sqlite import Store, new_owner
+from ablations.config import TrainConfig
+store = Store(sys.argv[1])
+cfg = TrainConfig(dataset="synthetic", seed=99, epochs=1)
+store.enqueue([cfg], grid="g")
+owner = new_owner()
+store.claim(cfg.run_id, owner)
+store.finish(cfg.run_id, owner, {"status": "done", "epochs": [{"epoch": 0, "test_acc": 0.5}]}, {})
+os.kill(os.getpid(), 9)  # no close: the run lives in the -wal file only
+"""
+
+
+@pytest.mark.parametrize("left", ["closed by Store() from Python", "a killed writer", "a killed writer, -shm lost"])
+def test_a_reader_of_a_store_left_in_wal_mode_reads_it_as_it_is_and_writes_nothing(tmp_path: Path, left: str) -> None:
+    path = tmp_path / STORE_NAME
+    with Store(path) as s:
+        s.enqueue(configs(3), grid="g")
+    expected = 3
+    if left.startswith("a killed writer"):
+        proc = python(KILLED_WRITER, str(path))
+        proc.communicate(timeout=60)
+        assert proc.returncode == -9
+        expected += 1
+        if left.endswith("lost"):
+            (tmp_path / f"{STORE_NAME}-shm").unlink()
+    before = store_files(tmp_path)
+    control = tmp_path / "control"  # the control, on a copy: a plain reader changes what lies beside the store
+    control.mkdir()
+    for name, data in before.items():
+        (control / name).write_bytes(data)
+    plain = sqlite3.connect((control / STORE_NAME).as_uri() + "?mode=ro", uri=True)
+    assert plain.execute("SELECT count(*) FROM runs").fetchone()[0] == expected
+    plain.close()
+    assert store_files(control) != before
+
+    with Store.open_existing(path) as reader:
+        assert len(reader.runs()) == expected and reader.counts()["done"] == expected - 3
+    summary = cli("summary", "--results", str(tmp_path))
+    assert summary.returncode == 0 and f"total     {expected}" in summary.stdout, summary.stderr
+    assert store_files(tmp_path) == before  # the same names, the same bytes
+
+
+def test_a_reader_sees_what_a_live_writer_commits_and_writes_nothing_beside_it(tmp_path: Path) -> None:
+    path = tmp_path / STORE_NAME
+    with Store(path) as writer:
+        writer.enqueue(configs(1), grid="g")
+        names = sorted(store_files(tmp_path))
+        with Store.open_existing(path) as reader:
+            writer.enqueue(configs(2), grid="g")
+            assert len(reader.runs()) == 2
+        assert sorted(store_files(tmp_path)) == names
 
 
 def corrupt_back_half(path: Path) -> None:

@@ -1,41 +1,29 @@
 """The driver loop: claim a run in the store, hand it to an executor, write what comes back.
 
-Only this loop writes the store. A claim carries a heartbeat (a background thread refreshes
-every claim in flight), so a run held by a process that died is taken over later; a finished
-run is one transaction, so killing the driver at any moment loses no finished run.
+Only this loop writes results. A heartbeat thread keeps every claim in flight alive
+(`ablations.claims`); a run whose claim is lost (taken over, or not renewable in time) is
+stopped, handed back and its result dropped with one warning line, so each run is trained to
+completion and stored by exactly one runner. A finished run is one transaction, so killing the
+driver at any moment loses no finished run.
 """
 
 from __future__ import annotations
 
-import threading
+import contextlib
+import sys
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, wait
-from pathlib import Path
 
 from ablations.config import TrainConfig
+from ablations.grid.claims import HEARTBEAT_EVERY_S, STALE_AFTER_S, Claim, Claims
 from ablations.store.sqlite import Store, new_owner
 
-HEARTBEAT_EVERY_S = 10.0
-STALE_AFTER_S = 60.0  # six missed heartbeats: the claim's process is gone
+HANDED_BACK = "handed back"  # a count: runs whose claim this runner lost, left to the next claimant
 
 
-class Heartbeat(threading.Thread):
-    """Refreshes the claims in flight from its own SQLite connection (connections are per thread)."""
-
-    def __init__(self, path: Path, owner: str, held: dict[str, TrainConfig]) -> None:
-        super().__init__(daemon=True, name="store-heartbeat")
-        self.path, self.owner, self.held = path, owner, held
-        self.stopped = threading.Event()
-
-    def run(self) -> None:
-        with Store(self.path) as store:
-            while not self.stopped.wait(HEARTBEAT_EVERY_S):
-                for run_id in list(self.held):
-                    store.heartbeat(run_id, self.owner)
-
-    def stop(self) -> None:
-        self.stopped.set()
+def warn_on_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def execute(
@@ -44,6 +32,7 @@ def execute(
     executor,
     *,
     on_finish: Callable[[TrainConfig, dict], None] = lambda cfg, result: None,
+    warn: Callable[[str], None] = warn_on_stderr,
     track=None,
 ) -> Counter:
     """Run every pending config once across all drivers sharing the store; count the outcomes.
@@ -51,40 +40,38 @@ def execute(
     owner = new_owner()
     queue = deque(pending)
     in_flight: dict[Future, TrainConfig] = {}
-    # Every claim not yet recorded, including one whose run the inline executor is training
-    # inside submit() (its future does not exist yet): these get heartbeats and, on an
-    # interruption, are handed back.
-    held: dict[str, TrainConfig] = {}
     counts: Counter = Counter()
-    heartbeat = Heartbeat(store.path, owner, held)
-    heartbeat.start()
-    try:
-        while queue or in_flight:
-            while queue and len(in_flight) < executor.workers:
-                cfg = queue.popleft()
-                if not store.claim(cfg.run_id, owner, stale_after_s=STALE_AFTER_S):
-                    counts["claimed elsewhere"] += 1  # another driver runs it, or finished it meanwhile
-                    continue
-                held[cfg.run_id] = cfg
-                in_flight[executor.submit(cfg.to_dict(), track)] = cfg
-            if not in_flight:
-                break
-            finished, _ = wait(list(in_flight), return_when=FIRST_COMPLETED)
-            for future in finished:
-                cfg = in_flight.pop(future)
-                result = _result_of(future)
-                _record(store, cfg, owner, result)
-                held.pop(cfg.run_id)
-                counts[result["status"]] += 1
-                on_finish(cfg, result)
-    except BaseException:  # Ctrl-C, SIGTERM, or a bug: hand the unfinished claims back at once
-        for run_id in held:
-            store.release(run_id, owner)
-        executor.shutdown(cancel=True)
-        raise
-    finally:
-        heartbeat.stop()
-        heartbeat.join()  # its connection closes with it: the grid may then switch the store's journal mode
+    # Every claim not yet recorded, including one whose run the inline executor is training inside
+    # submit() (its future does not exist yet), is held here: renewed and, on an interruption, handed back.
+    with Claims(store.path, owner, warn) as claims:
+        try:
+            while queue or in_flight:
+                while queue and len(in_flight) < executor.workers:
+                    cfg = queue.popleft()
+                    attempt = store.claim(cfg.run_id, owner, stale_after_s=STALE_AFTER_S)
+                    if attempt is None:
+                        counts["claimed elsewhere"] += 1  # another driver runs it, or finished it meanwhile
+                        continue
+                    claim = claims.hold(cfg.run_id, attempt)
+                    in_flight[executor.submit(cfg.to_dict(), track, str(claim.stop_file))] = cfg
+                if not in_flight:
+                    break
+                # Woken at least once a heartbeat, to stop the tasks of claims lost meanwhile.
+                finished, _ = wait(list(in_flight), timeout=HEARTBEAT_EVERY_S, return_when=FIRST_COMPLETED)
+                _stop_lost(claims, in_flight, executor)
+                for future in finished:
+                    cfg = in_flight.pop(future)
+                    result = _result_of(future)
+                    outcome = _record(store, owner, claims.get(cfg.run_id), result, warn)
+                    claims.pop(cfg.run_id)
+                    counts[outcome] += 1
+                    if outcome != HANDED_BACK:
+                        on_finish(cfg, result)
+        except BaseException:  # Ctrl-C, SIGTERM, a full disk, or a bug: hand the unfinished claims back at once
+            for claim in claims.held():
+                _hand_back(store, owner, claim)
+            executor.shutdown(cancel=True)
+            raise
     executor.shutdown()
     return counts
 
@@ -96,5 +83,28 @@ def _result_of(future: Future) -> dict:
         return {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}", "epochs": []}
 
 
-def _record(store: Store, cfg: TrainConfig, owner: str, result: dict) -> None:
-    store.finish(cfg.run_id, owner, result, result.pop("provenance", {}))
+def _record(store: Store, owner: str, claim: Claim, result: dict, warn: Callable[[str], None]) -> str:
+    """Store the result if this runner still holds the run (checked in the write's transaction);
+    otherwise drop it with one warning line and hand the run back. Returns what to count."""
+    provenance = result.pop("provenance", {})
+    if claim.lost is None and store.finish(claim.run_id, owner, result, provenance, attempt=claim.attempt):
+        return result["status"]
+    why = claim.lost or "another runner took its claim over"
+    _hand_back(store, owner, claim)
+    warn(f"warning: run {claim.run_id} stopped: {why}; its result is dropped, the run is left to the runner "
+         f"that claims it next")
+    return HANDED_BACK
+
+
+def _hand_back(store: Store, owner: str, claim: Claim) -> None:
+    """Queue the run again if this claim still holds it; a store that cannot take the write now leaves
+    the claim to go stale, and another runner (or the next grid here) takes it over."""
+    with contextlib.suppress(Exception):  # the error that brought us here is the one to report
+        store.release(claim.run_id, owner, attempt=claim.attempt)
+
+
+def _stop_lost(claims: Claims, in_flight: dict[Future, TrainConfig], executor) -> None:
+    lost = {c.run_id for c in claims.held() if c.lost is not None}
+    for future, cfg in in_flight.items():
+        if cfg.run_id in lost:
+            executor.stop(future)  # Ray cancels the task; local runs see their stop file

@@ -1,8 +1,9 @@
 """Executors of grid runs: in this process, in N local worker processes, or as Ray tasks.
 
-Every executor has `submit(config_dict, track=None) -> concurrent.futures.Future[result dict]` and
-`shutdown(cancel)`, so the driver loop in `ablations.grid.driver` is the same for all three, and
-only the driver writes the store.
+Every executor has `submit(config_dict, track=None, stop=None) -> concurrent.futures.Future[result dict]`,
+`stop(future)` and `shutdown(cancel)`, so the driver loop in `ablations.grid.driver` is the same for all
+three, and only the driver writes the store. A run stops when its `stop` file appears (looked for
+after each epoch, on this machine) or, on Ray, when `stop` cancels its task.
 """
 
 from __future__ import annotations
@@ -30,12 +31,21 @@ PARENT_POLL_S = 1.0
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
-def train_config(config: dict, track=None) -> dict:
+class RunStopped(Exception):
+    """The driver lost this run's claim: training it further would race the runner that took it."""
+
+
+def train_config(config: dict, track=None, stop: str | None = None) -> dict:
     """Train one run where the executor put it (this process, a worker process, a Ray task) through the one
-    `run_one`, logging each epoch to `track` (a tracking.TrackSpec) if given; its result as the driver stores it."""
+    `run_one`, logging each epoch to `track` (a tracking.TrackSpec) if given; its result as the driver
+    stores it. With `stop`, the run ends after any epoch once that file exists (its result is then dropped)."""
     from ablations.tracking.live import tracked_run  # torch loads in the process that trains
 
-    return tracked_run(TrainConfig.from_mapping(config), track).to_dict()
+    def stop_if_asked(metrics: dict) -> None:
+        if stop and os.path.exists(stop):  # one stat per epoch
+            raise RunStopped(f"stopped after epoch {metrics['epoch']}: this runner lost the run's claim")
+
+    return tracked_run(TrainConfig.from_mapping(config), track, on_epoch=stop_if_asked).to_dict()
 
 
 def preflight(configs: list[TrainConfig]) -> None:
@@ -84,10 +94,13 @@ class InlineExecutor:
 
     workers = 1
 
-    def submit(self, config: dict, track=None) -> Future:
+    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
         future: Future = Future()
-        future.set_result(train_config(config, track))
+        future.set_result(train_config(config, track, stop))
         return future
+
+    def stop(self, future: Future) -> None:
+        pass  # the run has ended by the time the driver holds its future
 
     def shutdown(self, cancel: bool = False) -> None:
         pass
@@ -164,14 +177,17 @@ class ProcessExecutor:
             initargs=(self.threads, os.getpid(), self.workers),
         )
 
-    def submit(self, config: dict, track=None) -> Future:
+    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
         with callers_main_hidden():  # the pool starts its workers inside submit
             try:
-                return self._pool.submit(train_config, config, track)
+                return self._pool.submit(train_config, config, track, stop)
             except BrokenProcessPool:  # a worker died (OOM kill, segfault): start a fresh pool
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
-                return self._pool.submit(train_config, config, track)
+                return self._pool.submit(train_config, config, track, stop)
+
+    def stop(self, future: Future) -> None:
+        future.cancel()  # not started yet: never starts; started: its worker sees the stop file
 
     def shutdown(self, cancel: bool = False) -> None:
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
@@ -221,16 +237,21 @@ class RayExecutor:
         if gpus_per_run:
             fit = min(fit, ray.cluster_resources().get("GPU", 0) // gpus_per_run)
         self.workers = workers if workers > 0 else max(1, int(fit))
-        self._refs: list = []
+        self._refs: dict[Future, object] = {}
 
-    def submit(self, config: dict, track=None) -> Future:
+    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
+        # The stop file is on this machine; a task on another node is stopped by cancelling it.
         ref = self._remote.remote(for_workers(config), track)
-        self._refs.append(ref)
-        return ref.future()
+        future = ref.future()
+        self._refs[future] = ref
+        return future
+
+    def stop(self, future: Future) -> None:
+        self._ray.cancel(self._refs[future], force=True)  # a cancelled task is not retried
 
     def shutdown(self, cancel: bool = False) -> None:
         if cancel:
-            for ref in self._refs:
+            for ref in self._refs.values():
                 self._ray.cancel(ref, force=True)
         disconnect()
 

@@ -1,9 +1,10 @@
 """The grid's link to Ray: which cluster, whether it answers, and what its workers are given.
 
-The address is --address, else $RAY_ADDRESS, else `local`: a private instance on 127.0.0.1 that
-ends with the grid. Ray takes num_cpus and the node's IP only when it starts the instance itself;
-connecting to a cluster (`host:port`, `ray://host:port`, `auto`) passes the address and the
-runtime_env alone, since Ray refuses the rest there.
+The address is --address, else $RAY_ADDRESS, else `local`: a private instance that only this
+machine can reach and that ends, with its files, when the grid does (`ablations.ray_private`).
+Ray takes num_cpus and the node's IP only when it starts the instance itself; connecting to a
+cluster (`host:port`, `ray://host:port`, `auto`) passes the address and the runtime_env alone,
+since Ray refuses the rest there.
 
 Workers get the code and the data root through the runtime_env: `py_modules` ships this package,
 so a node needs Python, torch and the suite's other dependencies but not the suite itself, and
@@ -26,6 +27,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from ablations import ray_private
 from ablations.errors import UserError
 
 ADDRESS_ENV = "RAY_ADDRESS"
@@ -140,8 +142,11 @@ def stderr_held_back() -> Iterator[None]:
                 sys.stderr.write(held.read().decode(errors="replace"))
 
 
-def require_ray():
-    """The ray module, or the one-line error that says how to get it (checked before the store is written)."""
+def require_ray(address: RayAddress | None = None):
+    """The ray module, or the one-line error that says how to get it (checked before the store is written).
+    Give the address where it is known: a private instance needs a setting in place before Ray's first import."""
+    if address is not None and address.starts_instance:
+        ray_private.before_import()
     try:
         with connect_limits():  # Ray's core reads part of its limits when first imported
             import ray
@@ -175,15 +180,14 @@ def for_workers(config: dict) -> dict:
 def connect(address: str | None, *, cpus_per_run: float):
     """Start or join Ray once per process and return the ray module; a caller's own connection is used as it is."""
     global _connected_here
-    ray = require_ray()
+    where = resolve_address(address)
+    ray = require_ray(where)
     if ray.is_initialized():
         return ray
-    where = resolve_address(address)
     check_reachable(where)  # a cluster that is not there fails before anything slow
     runtime_env = worker_runtime_env()
     if where.starts_instance:  # enough CPUs that one run fits even when it asks for more than the machine has
-        ray.init(address=LOCAL, num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_per_run)),
-                 _node_ip_address="127.0.0.1", include_dashboard=False, runtime_env=runtime_env, logging_level="ERROR")
+        ray_private.start(ray, num_cpus=max(os.cpu_count() or 1, math.ceil(cpus_per_run)), runtime_env=runtime_env)
     else:
         try:
             with connect_limits(), stderr_held_back():
@@ -228,4 +232,5 @@ def disconnect() -> None:
         import ray
 
         ray.shutdown()
+        ray_private.stop()  # a no-op after joining a cluster
         _connected_here = False

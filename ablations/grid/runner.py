@@ -95,7 +95,7 @@ def check(p: Plan, execution: Execution) -> int:
         raise UserError(f"--address {execution.address} is for the ray backend; add --backend ray, or drop --address")
     if execution.backend == "ray":  # the address first: a malformed or dead one is wrong with or without Ray here
         check_reachable(resolve_address(execution.address))
-        require_ray()
+        require_ray(resolve_address(execution.address))
     workers = resolve_workers(str(execution.workers), execution.backend, p.configs)
     check_results_folder(p.results)
     if p.store_path.exists():
@@ -181,7 +181,8 @@ def _train(p: Plan, execution: Execution, store: Store, pending: list[TrainConfi
 
         try:
             with sigterm_as_interrupt():
-                counts = execute(store, pending, executor, on_finish=on_finish, track=track)
+                counts = execute(store, pending, executor, on_finish=on_finish, track=track,
+                                 warn=lambda line: bar.write(line, file=sys.stderr))
         except KeyboardInterrupt:
             bar.close()
             status = store.status_of([c.run_id for c in p.configs])
@@ -229,4 +230,6 @@ def summary_line(counts: Counter, skipped: int, seconds: float) -> str:
     parts.append(f"{skipped} skipped (finished before)")
     if counts.get("claimed elsewhere"):
         parts.append(f"{counts['claimed elsewhere']} left to another runner")
+    if counts.get("handed back"):
+        parts.append(f"{counts['handed back']} handed back (claim lost)")
     return f"grid finished in {seconds:.0f} s: " + ", ".join(parts)

@@ -128,9 +128,7 @@ class Grid:
             key = normalize_key(key)
             if isinstance(levels, (str, bytes)) or not isinstance(levels, Iterable):
                 raise UserError(f"axis {key}: give a list of levels, e.g. {key}=[0, 1e-3]")
-            axes[key] = [_parse(key, v) for v in levels]
-            if not axes[key]:
-                raise UserError(f"axis {key}: give at least one value")
+            axes[key] = _levels(key, list(levels), "--axis")
             fixed.pop(key, None)
         return dataclasses.replace(self, axes=axes, fixed=fixed)
 
@@ -182,7 +180,11 @@ def load_grid(name_or_path: str) -> Grid:
         if not path.is_file():
             raise UserError(f"grid file {path} does not exist" + (" (it is a folder)" if path.is_dir() else ""))
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:  # TOML is UTF-8 by definition; say where the first bad byte is
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise UserError(f"grid file {path} is not UTF-8 text (byte 0x{err.object[err.start]:02x} on line {line}); "
+                        f"save it as UTF-8") from None
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"grid file {path} is not valid TOML: {err}") from None
     return grid_from_dict(path.stem, raw, source=str(path))
@@ -195,13 +197,14 @@ def grid_from_dict(name: str, raw: dict[str, Any], *, source: str = "<grid>") ->
     for table in ("fixed", "axes"):
         if not isinstance(raw.get(table, {}), dict):
             raise UserError(f"{source}: [{table}] must be a table of settings, e.g. [{table}] epochs = 2")
-    fixed = {normalize_key(k): _parse(normalize_key(k), v) for k, v in raw.get("fixed", {}).items()}
+    fixed = {key: _parse(key, v) for key, v in _settings(raw.get("fixed", {}), "fixed", source).items()}
     axes: dict[str, list[Any]] = {}
-    for key, values in raw.get("axes", {}).items():
-        name_ = normalize_key(key)
+    for key, values in _settings(raw.get("axes", {}), "axes", source).items():
         if not isinstance(values, list) or not values:
             raise UserError(f"{source}: axis {key!r} needs a non-empty list of values")
-        axes[name_] = [_parse(name_, v) for v in values]
+        axes[key] = _levels(key, values, source)
+        if key in fixed:  # which one was meant is the user's call, not a silent precedence rule
+            raise UserError(f"{source}: {key!r} is in both [axes] and [fixed]; keep it in one of them")
     seeds = parse_seeds(raw.get("seeds", 1), f"{source}: seeds")
     analysis = parse_analysis(raw["analysis"], source, axes) if "analysis" in raw else Analysis()
     grid = Grid(name=name, description=raw.get("description", ""), fixed=fixed, axes=axes, seeds=seeds,
@@ -254,6 +257,30 @@ def parse_seeds(value: Any, where: str) -> tuple[int, ...]:
             raise UserError(f"{where}: seed {next(s for s in value if value.count(s) > 1)} is listed twice")
         return tuple(value)
     raise UserError(f"{where}: expected a count such as 5 or a list of seeds such as [0, 1, 2], got {value!r}")
+
+
+def _settings(table: dict[str, Any], name: str, source: str) -> dict[str, Any]:
+    """A TOML table's settings by their canonical names; `weight-decay` and `weight_decay` in one
+    table are the same setting given twice."""
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        canonical = normalize_key(key)
+        if canonical in out:
+            raise UserError(f"{source}: {canonical!r} is given twice in [{name}]; keep one")
+        out[canonical] = value
+    return out
+
+
+def _levels(key: str, values: list[Any], where: str) -> list[Any]:
+    """An axis's levels, parsed; a level listed twice (`none,none`, or `0` and `0.0`) would list every
+    run twice and call one cell two."""
+    levels = [_parse(key, v) for v in values]
+    if not levels:
+        raise UserError(f"{where}: axis {key!r} needs at least one value")
+    for i, level in enumerate(levels):
+        if level in levels[:i]:
+            raise UserError(f"{where}: axis {key!r} lists {values[i]!r} twice; give each level once")
+    return levels
 
 
 def _parse(key: str, value: Any) -> Any:

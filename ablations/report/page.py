@@ -49,6 +49,8 @@ COMPACT = {
 
 
 KEYED = ("cells", "vs_baseline")
+# Drawn by the grid (it needs torch), linked here when it is there.
+SAMPLES_FIGURE = "figures/augment_samples.png"
 
 
 def table_title(name: str) -> str:
@@ -146,8 +148,8 @@ def _grid_sections(s: Study, figures: list[Plot], formats: tuple[str, ...], out:
                                                 *[table(n, "") for n in inter]], collapsed=True))
     blocks += section("leaderboard", "Cells by mean final test accuracy.")
     more = [b for name in ("heatmap_test_acc", "train_vs_test", "lr_schedules") for b in by_name[name].blocks()]
-    if (out / "figures" / "augment_samples.png").is_file():
-        more.append(FigureBlock("figures/augment_samples.png", "Augmentation samples", "Augmentation samples."))
+    if (out / SAMPLES_FIGURE).is_file():
+        more.append(FigureBlock(SAMPLES_FIGURE, "Augmentation samples", "Augmentation samples."))
     blocks.append(Section("More figures", more, collapsed=True))
     return blocks
 

@@ -16,9 +16,10 @@ from ablations.report.blocks import to_markdown
 from ablations.report.format import FORMATS, check_formats, write_table
 from ablations.report.html import to_html
 from ablations.report.options import DEFAULT_TARGET
-from ablations.report.page import sections, table_title
+from ablations.report.page import SAMPLES_FIGURE, sections, table_title
 from ablations.report.runs import Runs, load_runs
 from ablations.report.study import analyse
+from ablations.staging import carry, placed, staged
 from ablations.store.export import export_csv
 from ablations.store.sqlite import Store, store_path
 
@@ -34,10 +35,17 @@ def write_report(results: Path | None, out: Path, *, baseline: dict[str, Any] | 
     out = Path(out)
     bench_data: Bench | None = load_bench(bench) if bench is not None else None
     runs = _read_store(Path(results), required=bench_data is None) if results is not None else None
-    # Plotting libraries load only now: a bad flag or a missing store is reported without them.
+    # Plotting libraries load only in _write: a bad flag or a missing store is reported without them.
+    with staged(out) as stage:  # a failure leaves the previous report, never half of one
+        carry(out, stage, SAMPLES_FIGURE)
+        written = _write(stage, results, runs, bench_data, baseline, formats, target)
+        return placed(stage, out, written)
+
+
+def _write(out: Path, results: Path | None, runs: Runs | None, bench_data: Bench | None,
+           baseline: dict[str, Any] | None, formats: tuple[str, ...], target: float) -> list[Path]:
     from ablations.report.figures import draw_bench_figures, draw_grid_figures
 
-    out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     study, figures, bench_figures = None, [], []
     if runs is not None:

@@ -18,7 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ablations.config import TrainConfig  # noqa: E402
 from ablations.data.dataset import load_dataset  # noqa: E402
-from ablations.run.build import build_run  # noqa: E402
+from ablations.run.loop import build_run  # noqa: E402
+from ablations.staging import staged  # noqa: E402
 
 SAMPLES = 9  # a 3x3 grid per policy, as the notebook's demo
 
@@ -47,8 +48,11 @@ def write_augment_samples(configs: list[TrainConfig], out: Path, *, seed: int = 
         ax.axis("off")
     fig.suptitle(f"Augmentation policies on one {first.dataset} image ({size} px), 9 draws each", fontsize=10)
     fig.tight_layout()
-    path = Path(out) / "figures" / "augment_samples.png"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
-    return path
+    relative = Path("figures") / "augment_samples.png"
+    try:
+        with staged(Path(out)) as stage:  # whole or not at all, as the report that links it
+            (stage / relative).parent.mkdir()
+            fig.savefig(stage / relative, dpi=110, metadata={"Software": None})
+    finally:
+        plt.close(fig)
+    return Path(out) / relative

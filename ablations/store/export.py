@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ablations.config import check_name
 from ablations.errors import UserError
+from ablations.staging import placed, staged
 
 if TYPE_CHECKING:
     from ablations.store.sqlite import Store
@@ -57,9 +58,10 @@ def export_tables(store: Store) -> tuple[tuple[list[str], list[list[Any]]], tupl
 def export_csv(store: Store, out_dir: str | os.PathLike) -> list[Path]:
     """Write runs.csv and epochs.csv (the tables of `export_tables`)."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     runs, epochs = export_tables(store)
-    return [_write_csv(out / "runs.csv", *runs), _write_csv(out / "epochs.csv", *epochs)]
+    with staged(out) as stage:  # both files or neither, each whole: renamed into place once written
+        return placed(stage, out, [_write_csv(stage / "runs.csv", *runs), _write_csv(stage / "epochs.csv", *epochs)])
+
 
 def export_parquet(store: Store, out_dir: str | os.PathLike) -> list[Path]:
     """Write runs.parquet and epochs.parquet: the CSV's columns, typed (needs pyarrow, the `parquet` extra)."""
@@ -70,15 +72,14 @@ def export_parquet(store: Store, out_dir: str | os.PathLike) -> list[Path]:
     import pandas as pd
 
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (header, rows) in zip(("runs", "epochs"), export_tables(store), strict=True):
-        path = out / f"{name}.parquet"
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # renamed into place, as the CSV files
-        pd.DataFrame(rows, columns=header).to_parquet(tmp, engine="pyarrow", index=False)
-        os.replace(tmp, path)
-        written.append(path)
-    return written
+    tables = export_tables(store)
+    with staged(out) as stage:  # as export_csv
+        written = []
+        for name, (header, rows) in zip(("runs", "epochs"), tables, strict=True):
+            path = stage / f"{name}.parquet"
+            pd.DataFrame(rows, columns=header).to_parquet(path, engine="pyarrow", index=False)
+            written.append(path)
+        return placed(stage, out, written)
 
 
 def _cell(value: Any) -> Any:  # a list (milestones) as JSON, which pandas and people can read back
@@ -86,11 +87,8 @@ def _cell(value: Any) -> Any:  # a list (milestones) as JSON, which pandas and p
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[Any]]) -> Path:
-    # Written beside the target then renamed, so a reader never sees half a file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
+    with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(header)
         writer.writerows(rows)
-    os.replace(tmp, path)
     return path

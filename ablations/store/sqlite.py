@@ -5,8 +5,9 @@ included) leaves either the whole run or none of it. WAL lets the report read wh
 writes, and claims take the write lock up front (BEGIN IMMEDIATE) so two grid processes
 sharing a store never train the same run at once. When a grid ends the store goes back to a
 rollback journal (`make_publishable`): one self-contained file that any reader, a read-only
-mount included, opens without leaving -wal/-shm files beside it. Standard library only: the
-report reads the store on machines without torch.
+mount included, opens without leaving -wal/-shm files beside it. This module's readers never write,
+whatever mode the grid left the store in (`store_read`). Standard library only: the report reads
+the store on machines without torch.
 
 Every SQLite error that means "this file" (damaged, read-only, not a database) leaves the
 store as a one-line UserError naming the file; contention ("database is locked") does not.
@@ -17,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import socket
 import sqlite3
 import threading
@@ -26,8 +28,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ablations.config import FINAL_STATUSES, FINISHED, STATUSES, Status, TrainConfig
-from ablations.errors import UserError, unknown_name
+from ablations.config import FINAL_STATUSES, STATUSES, Status, TrainConfig
+from ablations.errors import UserError, no_space, unknown_name
+from ablations.store.read import reader_uri
 
 STORE_NAME = "runs.sqlite"
 # 2: validation metrics, the learning rate an epoch trained at, the grid a store holds.
@@ -69,6 +72,11 @@ _SCHEMA = (
 )
 
 
+# The claim a writer names is still the one that holds the run: parameters run_id, owner, attempt, attempt
+# (an attempt of None matches any attempt of that owner).
+_HELD = f"run_id = ? AND owner = ? AND status = '{Status.RUNNING}' AND (? IS NULL OR attempts = ?)"
+
+
 def new_owner() -> str:
     """A claim holder's name: the host and pid say who, the random part survives pid reuse."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
@@ -98,6 +106,8 @@ def user_error(path: Path, err: sqlite3.DatabaseError) -> UserError | None:
         return UserError(f"{path} is read-only; copy it somewhere writable and point --results there")
     if "unable to open" in text:  # e.g. a store left in WAL mode (a killed grid) on a read-only disk
         return UserError(f"{path} cannot be opened ({text}); copy its folder somewhere writable and use that")
+    if "database or disk is full" in text:  # SQLITE_FULL: the file system, not the file
+        return no_space(path)
     if isinstance(err, sqlite3.OperationalError) and "disk i/o" not in text.lower():
         return None  # a bad statement: a bug here, shown with its traceback
     return UserError(f"{path} is damaged ({text}); {_DAMAGED_HINT}")
@@ -126,7 +136,7 @@ class Store:
     carry a Store across fork(): open a new one in the child.
     """
 
-    def __init__(self, path: str | os.PathLike, *, _create: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike, *, busy_timeout_s: float = BUSY_TIMEOUT_S, _create: bool = True) -> None:
         self.path = Path(path)
         if self.path.is_dir():  # a results folder given where its store file was meant
             self.path = store_path(self.path)
@@ -135,17 +145,20 @@ class Store:
         elif not self.path.is_file():
             raise UserError(f"no run store at {self.path}; {_HINT}")
         self._lock = threading.RLock()
-        # mode=ro: a reader never writes (so never leaves an empty file behind it) and reads a
-        # store on a read-only disk or mount.
-        uri = self.path.resolve().as_uri() + ("" if _create else "?mode=ro")
+        created = _create and not self.path.exists()
+        # A reader never writes, in the file or beside it, and reads a store on a read-only disk.
+        uri, self._copy = (self.path.resolve().as_uri(), None) if _create else reader_uri(self.path)
         # Autocommit mode: every transaction is explicit. Any thread may call under self._lock.
-        self._conn = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+        self._conn = sqlite3.connect(uri, uri=True, timeout=busy_timeout_s, isolation_level=None,
                                      check_same_thread=False)
         self._conn.row_factory = sqlite3.Row
         try:
             self._setup(_create)
         except BaseException as err:
-            self._conn.close()
+            self.close()
+            if created:  # half a store (a full disk before its tables) would be refused as "not a run store"
+                for suffix in ("", "-wal", "-shm", "-journal"):
+                    self.path.with_name(self.path.name + suffix).unlink(missing_ok=True)
             if isinstance(err, sqlite3.DatabaseError) and "file is not a database" in str(err):
                 raise UserError(f"{self.path} is not a run store ({err}): restore it if it was one, "
                                 f"or give --results another folder") from None
@@ -248,6 +261,8 @@ class Store:
     def close(self) -> None:
         with self._lock:
             self._conn.close()  # the last connection to close checkpoints and removes the WAL file
+            if self._copy is not None:
+                shutil.rmtree(self._copy, ignore_errors=True)
 
     def __enter__(self) -> Store:
         return self
@@ -308,38 +323,38 @@ class Store:
             out.update(self._query(f"SELECT run_id, status FROM runs WHERE run_id IN ({marks})", chunk))
         return out
 
-    def claim(self, run_id: str, owner: str, stale_after_s: float = 120.0) -> bool:
+    def claim(self, run_id: str, owner: str, stale_after_s: float = 120.0) -> int | None:
         """Take a run to train: queued or failed, or running under a claim whose heartbeat
-        stopped (its process died). Done and diverged runs are never claimed again."""
+        stopped (its process died). Done and diverged runs are never claimed again. Returns the
+        claim's attempt number, which with `owner` names this claim alone; None if not taken."""
         with self._write() as db:
             now = time.time()  # read after the lock is held: waiting for it must not age the cutoff
             row = db.execute(f"SELECT owner FROM runs WHERE run_id = ? AND status = '{Status.RUNNING}'", (run_id,)).fetchone()
             # A claim of a process on this host that no longer exists is dead now, not in a minute:
             # a grid killed with SIGKILL and started again resumes its runs at once.
             dead_owner = row["owner"] if row is not None and _owner_died_here(row["owner"]) else None
-            return db.execute(
+            taken = db.execute(
                 f"""UPDATE runs SET status = '{Status.RUNNING}', owner = ?, heartbeat = ?, started_at = ?,
                        attempts = attempts + 1
                    WHERE run_id = ? AND (status IN ('{Status.QUEUED}', '{Status.FAILED}')
                          OR (status = '{Status.RUNNING}' AND (heartbeat IS NULL OR heartbeat <= ? OR owner = ?)))""",
                 (owner, now, now, run_id, now - stale_after_s, dead_owner),
             ).rowcount == 1
+            return db.execute("SELECT attempts FROM runs WHERE run_id = ?", (run_id,)).fetchone()[0] if taken else None
 
-    def heartbeat(self, run_id: str, owner: str) -> bool:
-        """Keep a claim alive; False means another process took it over. The run trains on: its
-        result is still recorded when it finishes (`finish` accepts it), so nothing is lost."""
+    def heartbeat(self, run_id: str, owner: str, attempt: int | None = None) -> bool:
+        """Keep a claim alive; False means this claim is gone (another process took it over, or it
+        was handed back): its run must stop, since its result would be dropped."""
         with self._write() as db:
             return db.execute(
-                f"UPDATE runs SET heartbeat = ? WHERE run_id = ? AND owner = ? AND status = '{Status.RUNNING}'",
-                (time.time(), run_id, owner),
+                f"UPDATE runs SET heartbeat = ? WHERE {_HELD}", (time.time(), run_id, owner, attempt, attempt),
             ).rowcount == 1
 
-    def finish(self, run_id: str, owner: str, result: dict[str, Any], provenance: dict[str, Any]) -> None:
-        """Record a finished run and its epochs in one transaction, replacing any earlier result.
-
-        Written even if the claim was taken over meanwhile (the result is still valid; the new
-        owner learns from its next heartbeat), but a failed result never overwrites a done or
-        diverged one, so a late failure report cannot erase a finished run."""
+    def finish(self, run_id: str, owner: str, result: dict[str, Any], provenance: dict[str, Any],
+               attempt: int | None = None) -> bool:
+        """Record a finished run and its epochs in one transaction, if this claim (owner, and attempt
+        when given) still holds the run; checked in the same transaction, so a runner that lost its
+        claim never writes over the runner that took it. False: nothing was written."""
         status = result.get("status")
         if status not in FINAL_STATUSES:
             raise ValueError(f"result status must be one of {FINAL_STATUSES}, got {status!r}")
@@ -347,38 +362,37 @@ class Store:
         values = [_scalar(result.get(k)) for k in RESULT_FIELDS]
         blob = json.dumps(provenance, sort_keys=True, default=str)
         with self._write() as db:
-            row = db.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-            if row is None:
+            if db.execute("SELECT 1 FROM runs WHERE run_id = ?", (run_id,)).fetchone() is None:
                 raise ValueError(f"run {run_id} is not in the store {self.path}; enqueue it first")
-            if status == Status.FAILED and row["status"] in FINISHED:
-                return
+            sets = ", ".join(f"{k} = ?" for k in RESULT_FIELDS)
+            if db.execute(
+                f"""UPDATE runs SET status = ?, {sets}, provenance = ?, finished_at = ?, owner = NULL, heartbeat = NULL
+                    WHERE {_HELD}""",
+                (str(status), *values, blob, time.time(), run_id, owner, attempt, attempt),
+            ).rowcount != 1:
+                return False
             db.execute("DELETE FROM epochs WHERE run_id = ?", (run_id,))
             db.executemany(
                 f"INSERT INTO epochs (run_id, {', '.join(EPOCH_FIELDS)}) VALUES (?{', ?' * len(EPOCH_FIELDS)})",
                 [(run_id, *e) for e in epochs],
             )
-            sets = ", ".join(f"{k} = ?" for k in RESULT_FIELDS)
-            db.execute(
-                f"""UPDATE runs SET status = ?, {sets}, provenance = ?, finished_at = ?,
-                        owner = NULL, heartbeat = NULL WHERE run_id = ?""",
-                (str(status), *values, blob, time.time(), run_id),
-            )
+            return True
 
-    def fail(self, run_id: str, owner: str, error: str) -> bool:
-        """Mark a run failed; ignored (False) if `owner` no longer holds its claim."""
-        return self._drop_claim(run_id, owner, f"status = '{Status.FAILED}', error = ?, finished_at = ?", (error, time.time()))
+    def fail(self, run_id: str, owner: str, error: str, attempt: int | None = None) -> bool:
+        """Mark a run failed; ignored (False) if this claim no longer holds it."""
+        return self._drop_claim(run_id, owner, attempt, f"status = '{Status.FAILED}', error = ?, finished_at = ?",
+                                (error, time.time()))
 
-    def release(self, run_id: str, owner: str) -> bool:
-        """Hand a claim back after a clean interruption (Ctrl-C): the run is queued again."""
-        return self._drop_claim(run_id, owner, f"status = '{Status.QUEUED}'", ())
+    def release(self, run_id: str, owner: str, attempt: int | None = None) -> bool:
+        """Hand a claim back (Ctrl-C, a full disk, a claim that could not be renewed): the run is queued again."""
+        return self._drop_claim(run_id, owner, attempt, f"status = '{Status.QUEUED}'", ())
 
-    def _drop_claim(self, run_id: str, owner: str, sets: str, params: tuple[Any, ...]) -> bool:
+    def _drop_claim(self, run_id: str, owner: str, attempt: int | None, sets: str, params: tuple[Any, ...]) -> bool:
         # Only the holder may: a process whose claim was taken over must not undo the takeover.
         with self._write() as db:
             return db.execute(
-                f"""UPDATE runs SET {sets}, owner = NULL, heartbeat = NULL
-                    WHERE run_id = ? AND owner = ? AND status = '{Status.RUNNING}'""",
-                (*params, run_id, owner),
+                f"UPDATE runs SET {sets}, owner = NULL, heartbeat = NULL WHERE {_HELD}",
+                (*params, run_id, owner, attempt, attempt),
             ).rowcount == 1
 
     # ---- reading -----------------------------------------------------------------------
