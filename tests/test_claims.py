@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ablations import claims as claims_module
+from ablations.grid import claims as claims_module
 from ablations.config import TrainConfig
 from ablations.grid.claims import Claims
 from ablations.store.sqlite import STORE_NAME, Store, new_owner, store_path

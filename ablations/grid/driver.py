@@ -1,7 +1,7 @@
 """The driver loop: claim a run in the store, hand it to an executor, write what comes back.
 
 Only this loop writes results. A heartbeat thread keeps every claim in flight alive
-(`ablations.claims`); a run whose claim is lost (taken over, or not renewable in time) is
+(`ablations.grid.claims`); a run whose claim is lost (taken over, or not renewable in time) is
 stopped, handed back and its result dropped with one warning line, so each run is trained to
 completion and stored by exactly one runner. A finished run is one transaction, so killing the
 driver at any moment loses no finished run.

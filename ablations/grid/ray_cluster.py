@@ -1,7 +1,7 @@
 """The grid's link to Ray: which cluster, whether it answers, and what its workers are given.
 
 The address is --address, else $RAY_ADDRESS, else `local`: a private instance that only this
-machine can reach and that ends, with its files, when the grid does (`ablations.ray_private`).
+machine can reach and that ends, with its files, when the grid does (`ablations.grid.ray_private`).
 Ray takes num_cpus and the node's IP only when it starts the instance itself; connecting to a
 cluster (`host:port`, `ray://host:port`, `auto`) passes the address and the runtime_env alone,
 since Ray refuses the rest there.
@@ -27,8 +27,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from ablations import ray_private
 from ablations.errors import UserError
+from ablations.grid import ray_private
 
 ADDRESS_ENV = "RAY_ADDRESS"
 LOCAL, AUTO, CLIENT_SCHEME = "local", "auto", "ray://"
