@@ -140,6 +140,7 @@ def finish_lines(*outputs: str) -> list[str]:
     return [line for out in outputs for line in out.splitlines() if line.startswith(("done ", "diverged ", "failed "))]
 
 
+@pytest.mark.slow  # real windows: a 45 s write lock, a claim left to go stale
 def test_a_write_lock_held_past_the_busy_timeout_leaves_the_run_to_its_one_runner(results_dir: Path) -> None:
     """The issue's reproduction: the heartbeat thread used to die of "database is locked" after 30 s,
     the claim went stale, and a second runner trained the same run while the first was alive."""
@@ -170,6 +171,7 @@ def test_a_write_lock_held_past_the_busy_timeout_leaves_the_run_to_its_one_runne
     assert row(results_dir) == ("done", 1, epochs)
 
 
+@pytest.mark.slow  # real windows: a 45 s write lock, a claim left to go stale
 def test_a_runner_whose_claim_was_taken_over_stops_and_its_result_is_dropped(results_dir: Path) -> None:
     epochs = 40
     first = runner(results_dir, epochs)
