@@ -24,18 +24,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ablations.config import TrainConfig, normalize_key
+from ablations.config import TrainConfig, check_name, normalize_key
 from ablations.errors import UserError
-from ablations.grid.runner import DEFAULT_RESULTS, Execution, Plan, plan_grid
+from ablations.grid.runner import (
+    DEFAULT_RESULTS,
+    Execution,
+    Plan,
+    check,
+    plan_grid,
+    ray_disconnected_on_error,
+    run_planned,
+)
 from ablations.grid.spec import Grid, load_grid
-from ablations.store.export import FILE_FORMATS
+from ablations.report.options import DEFAULT_TARGET, FORMATS
+from ablations.store.export import FILE_FORMATS, export_files
+from ablations.store.sqlite import Store, store_path
 from ablations.tracking.mapping import TENSORBOARD_DIR, TRACKERS
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ablations.run.result import RunResult
-    from ablations.store.sqlite import Store
 
 __all__ = ["DEFAULT_RESULTS", "EXPORT_FORMATS", "GridResult", "Plan", "TrainConfig", "UserError", "export_store",
            "load_epochs", "load_runs", "model_names", "plan", "report", "run_grid", "store_summary", "train"]
@@ -127,8 +136,7 @@ def run_grid(grid: str | Grid = "quick", *, results: str | Path | None = None,
     `address`, `cpus_per_run`, `gpus_per_run`). `track` ("mlflow" or "tensorboard", at `track_uri`) logs
     every epoch as it happens; `report=True` also writes the report. Ctrl-C raises KeyboardInterrupt after
     the finished runs are stored."""
-    from ablations.grid.runner import check, ray_disconnected_on_error, run_planned
-    from ablations.tracking.live import track_spec
+    from ablations.tracking.live import track_spec  # loads torch: after the arguments are checked
 
     p = plan(grid, results=results, set=set, axes=axes, seeds=seeds, only=only, device=device)
     execution = Execution(workers, backend, address, cpus_per_run, gpus_per_run)
@@ -143,8 +151,8 @@ def run_grid(grid: str | Grid = "quick", *, results: str | Path | None = None,
 
 
 def _grid_report(p: Plan) -> Path:
-    from ablations.report.publish import publish
-    from ablations.run.samples import write_augment_samples
+    from ablations.report.publish import publish  # pandas and matplotlib: only once a report is asked for
+    from ablations.run.samples import write_augment_samples  # torch
 
     write_augment_samples(p.configs, p.results)
     return publish(results=p.results, out=p.results)
@@ -156,7 +164,7 @@ def load_runs(results: str | Path) -> pd.DataFrame:
     full config (a dict) and the provenance."""
     import pandas as pd
 
-    from ablations.report.runs import load_runs as load_report_runs
+    from ablations.report.runs import load_runs as load_report_runs  # pandas
 
     with _open(results) as store:
         rows = store.runs()
@@ -198,15 +206,11 @@ def export_store(results: str | Path = DEFAULT_RESULTS / "quick", to: str = "csv
     """Export the store in `results` as CSV or Parquet files (into `out`, default beside it), or replay its
     finished runs into MLflow (`out` a tracking URI, `experiment` default the grid's name) or TensorBoard
     (`out` a folder). Returns what was written, a line each. The store is only read."""
-    from ablations.config import check_name
-
     check_name("export format", to, EXPORT_FORMATS)
     if experiment is not None and to != "mlflow":
         raise UserError(f"--experiment names an MLflow experiment; it does not apply to --to {to}")
     with _open(results) as store:
         if to in FILE_FORMATS:
-            from ablations.store.export import export_files
-
             return [str(path) for path in export_files(store, to, out)]
         from ablations.tracking.export import export_runs  # the trackers load only when asked for
 
@@ -220,8 +224,7 @@ def report(results: str | Path | None = DEFAULT_RESULTS / "quick", out: str | Pa
     `baseline` is the reference cell ({"augment": "none"} or "augment=none,..."), `bench` a pytest-benchmark
     JSON to add as throughput (alone when `results` is None), `formats` the table formats (md, tex, html,
     csv), `target` the validation accuracy (fraction) that "epochs to target" counts to."""
-    from ablations.report.options import DEFAULT_TARGET, FORMATS
-    from ablations.report.publish import write_report
+    from ablations.report.publish import write_report  # pandas and matplotlib: after the arguments are checked
     from ablations.report.runs import parse_baseline
 
     if results is None and out is None:
@@ -261,15 +264,12 @@ def caller_state_kept() -> Iterator[None]:
 
 
 def _in_axis_order(axes: Iterable[str]) -> tuple[str, ...]:
-    from ablations.report.runs import AXIS_ORDER
+    from ablations.report.runs import AXIS_ORDER  # pandas
 
     return tuple(sorted(axes, key=lambda a: (AXIS_ORDER.index(a) if a in AXIS_ORDER else len(AXIS_ORDER), a)))
 
 
 def _open(results: str | Path) -> Store:
-    # imported here, not with the package: `python -m ablations.store` must load it as __main__ first
-    from ablations.store.sqlite import Store, store_path
-
     return Store.open_existing(store_path(results))  # no store there: its one-line error
 
 

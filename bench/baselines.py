@@ -19,7 +19,8 @@ from torch.utils.data import DataLoader, Subset
 from torchvision.transforms import InterpolationMode, v2
 
 from ablations.augment.policy import Policy
-from ablations.data.dataset import balanced_indices, resolve_data_root
+from ablations.data.dataset import balanced_indices
+from ablations.data.root import resolve_data_root
 from ablations.run.build import Run
 from ablations.run.loop import train_step
 

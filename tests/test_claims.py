@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from ablations.grid import claims as claims_module
 from ablations.config import TrainConfig
+from ablations.grid import claims as claims_module
 from ablations.grid.claims import Claims
 from ablations.store.sqlite import STORE_NAME, Store, new_owner, store_path
 

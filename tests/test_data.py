@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablations.data.dataset import TensorDataset, balanced_indices, hold_out_validation, load_dataset, resolve_data_root
+from ablations.data.dataset import TensorDataset, balanced_indices, hold_out_validation, load_dataset
+from ablations.data.root import resolve_data_root
 from ablations.errors import UserError
 
 # Send any download attempt to a closed port on this machine: "no network", on every machine.

@@ -192,7 +192,7 @@ def test_the_grid_runs_on_the_cluster_in_RAY_ADDRESS_with_the_code_it_ships(clus
 def test_the_drivers_data_root_reaches_the_workers(cluster, elsewhere, tmp_path, how):
     """A relative data root is the driver's folder, wherever the workers run: the head's folder has
     no `data` and its environment no ABLATIONS_DATA_ROOT, so only the driver's path finds MNIST."""
-    from ablations.data.dataset import resolve_data_root
+    from ablations.data.root import resolve_data_root
 
     mnist = resolve_data_root(None).resolve()
     if not (mnist / "MNIST" / "raw").is_dir():

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 def _steps() -> ModuleType:
     """ablations.augment.steps (torch, torchvision), imported only when an op is built."""
-    from ablations.augment import steps as augment_steps
+    from ablations.augment import steps as augment_steps  # torch: the config checks op names without it
 
     return augment_steps
 

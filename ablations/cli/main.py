@@ -20,6 +20,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+from ablations import __version__
 from ablations.errors import EXIT_USAGE, UserError
 
 # name -> (module with main(argv) and, where it has one, build_parser(), one line of help)
@@ -37,8 +38,6 @@ def version() -> str:
     try:
         return metadata.version("ablations")
     except metadata.PackageNotFoundError:  # run from a checkout that was never installed
-        from ablations import __version__
-
         return __version__
 
 

@@ -1,6 +1,3 @@
-"""Datasets as uint8 tensors on the training device: torchvision classes by name, image folders,
-a synthetic set; the validation split and subsets drawn the same way for all (`dataset.py`)."""
-
-from ablations.data.dataset import DEFAULT_DATA_ROOT, TensorDataset, load_dataset, resolve_data_root
-
-__all__ = ["DEFAULT_DATA_ROOT", "TensorDataset", "load_dataset", "resolve_data_root"]
+"""Datasets as uint8 tensors on the training device: torchvision classes by name (`torchvision_datasets.py`),
+image folders (`image_folder.py`), a synthetic set, the validation split and subsets (`dataset.py`); where the
+files are (`root.py`, no torch). Nothing is imported here, so that the data root resolves without torch."""

@@ -9,18 +9,16 @@ or the synthetic set made here. Validation and subsets are drawn the same way fo
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
 from ablations.config import check_dataset
 from ablations.data.image_folder import read_image_folder
-from ablations.data.torchvision_datasets import DATA_ROOT_ENV, read_torchvision
+from ablations.data.root import resolve_data_root
+from ablations.data.torchvision_datasets import read_torchvision
 from ablations.errors import UserError
 
-DEFAULT_DATA_ROOT = "./data"
 # Subsets use their own fixed seed, not the run's: every run of a grid sees the same images,
 # so differences between cells are paired on data and only training randomness varies.
 SUBSET_SEED = 0
@@ -70,11 +68,6 @@ class TensorDataset:
         if images is None:
             raise ValueError(f"{self.name} has no {name} split")
         return images, labels
-
-
-def resolve_data_root(data_root: str | None) -> Path:
-    """--data-root, else $ABLATIONS_DATA_ROOT, else ./data."""
-    return Path(data_root or os.environ.get(DATA_ROOT_ENV) or DEFAULT_DATA_ROOT).expanduser()
 
 
 def load_dataset(

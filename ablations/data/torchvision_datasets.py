@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ablations.data.root import DATA_ROOT_ENV
 from ablations.errors import UserError, unknown_name
 
-DATA_ROOT_ENV = "ABLATIONS_DATA_ROOT"
 _TORCHVISION_CLASSES = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 # The MNIST-family files (torchvision's raw/ layout) and the dimensions each holds.
 IDX_FILES = {"images": ("images-idx3-ubyte", 3), "labels": ("labels-idx1-ubyte", 1)}

@@ -24,6 +24,7 @@ from contextlib import contextmanager
 from ablations.config import TrainConfig, check_name
 from ablations.errors import UserError
 from ablations.grid.ray_cluster import connect, disconnect, for_workers
+from ablations.run.devices import resolve_device
 
 BACKENDS = ("local", "ray")
 # How often a worker's watchdog looks for its driver: a dead driver's workers are gone within this.
@@ -52,8 +53,8 @@ def preflight(configs: list[TrainConfig]) -> None:
     """Fail before anything is stored if a run cannot start: `build_run` without training, on
     the CPU, once per distinct setup (a missing dataset, a model that cannot take its input, a
     batch larger than the training set, a device that is not there)."""
+    # torch loads here, for a grid that will train, not for --help, a dry run or the API's import
     from ablations.run.build import build_run
-    from ablations.run.devices import resolve_device
     from ablations.run.execute import cached_dataset, data_key
 
     checked = set()
@@ -83,8 +84,6 @@ def resolve_workers(workers: str, backend: str, configs: list[TrainConfig]) -> i
         return count
     if backend == "ray":
         return 0
-    from ablations.run.devices import resolve_device
-
     on_cpu = all(resolve_device(c.device).type == "cpu" for c in configs)
     return max(1, min(os.cpu_count() or 1, len(configs))) if on_cpu else 1
 

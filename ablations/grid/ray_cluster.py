@@ -27,8 +27,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import ablations
+from ablations.data.root import DATA_ROOT_ENV, resolve_data_root
 from ablations.errors import UserError
 from ablations.grid import ray_private
+from ablations.run.provenance import COMMIT_ENV, git_commit
 
 ADDRESS_ENV = "RAY_ADDRESS"
 LOCAL, AUTO, CLIENT_SCHEME = "local", "auto", "ray://"
@@ -157,10 +160,6 @@ def require_ray(address: RayAddress | None = None):
 
 def worker_runtime_env() -> dict:
     """What every task's worker gets: this package's code, the data root, the commit it came from."""
-    import ablations
-    from ablations.data.dataset import DATA_ROOT_ENV, resolve_data_root
-    from ablations.run.provenance import COMMIT_ENV, git_commit
-
     env = {DATA_ROOT_ENV: str(resolve_data_root(None).resolve())}  # ./data means the driver's
     if commit := git_commit():
         env[COMMIT_ENV] = commit
@@ -172,8 +171,6 @@ def for_workers(config: dict) -> dict:
     """A run's config as a worker elsewhere needs it: a relative --data-root is the driver's."""
     if not config.get("data_root"):
         return config
-    from ablations.data.dataset import resolve_data_root
-
     return {**config, "data_root": str(resolve_data_root(config["data_root"]).resolve())}
 
 

@@ -24,7 +24,9 @@ from typing import Any
 
 from ablations.config import FINISHED, Status, TrainConfig, cell_label
 from ablations.errors import UserError
-from ablations.grid.executors import check_backend
+from ablations.grid.driver import execute
+from ablations.grid.executors import check_backend, make_executor, preflight, prepare_ray, resolve_workers
+from ablations.grid.ray_cluster import check_reachable, disconnect, require_ray, resolve_address
 from ablations.grid.spec import Grid, only
 from ablations.store.sqlite import Store, store_path
 
@@ -87,9 +89,6 @@ def plan_grid(grid: Grid, *, results: str | os.PathLike | None = None, only_runs
 
 def check(p: Plan, execution: Execution) -> int:
     """Every check that can fail before the store is written; returns the worker count."""
-    from ablations.grid.executors import preflight, prepare_ray, resolve_workers  # torch loads for real work only
-    from ablations.grid.ray_cluster import check_reachable, require_ray, resolve_address
-
     check_backend(execution.backend)
     if execution.backend == "local" and execution.address:
         raise UserError(f"--address {execution.address} is for the ray backend; add --backend ray, or drop --address")
@@ -128,8 +127,6 @@ def ray_disconnected_on_error() -> Iterator[None]:
     try:
         yield
     except BaseException:
-        from ablations.grid.ray_cluster import disconnect
-
         disconnect()
         raise
 
@@ -162,10 +159,7 @@ def enqueue(p: Plan) -> tuple[Store, list[TrainConfig], int]:
 
 def _train(p: Plan, execution: Execution, store: Store, pending: list[TrainConfig], skipped: int, workers: int,
            track) -> tuple[Counter, float]:
-    from tqdm import tqdm
-
-    from ablations.grid.driver import execute
-    from ablations.grid.executors import make_executor
+    from tqdm import tqdm  # only where runs train
 
     executor = make_executor(
         execution.backend, workers=workers, address=execution.address, cpus_per_run=execution.cpus_per_run,

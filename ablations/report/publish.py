@@ -44,7 +44,7 @@ def write_report(results: Path | None, out: Path, *, baseline: dict[str, Any] | 
 
 def _write(out: Path, results: Path | None, runs: Runs | None, bench_data: Bench | None,
            baseline: dict[str, Any] | None, formats: tuple[str, ...], target: float) -> list[Path]:
-    from ablations.report.figures import draw_bench_figures, draw_grid_figures
+    from ablations.report.figures import draw_bench_figures, draw_grid_figures  # matplotlib: a bad flag fails first
 
     written: list[Path] = []
     study, figures, bench_figures = None, [], []
