@@ -33,7 +33,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 
-from bench.measure import synchronize
+from ablations.run.devices import synchronize
 
 aten = torch.ops.aten
 # The ops torch.utils.flop_counter counts for a convolutional network, in any overload (.default,

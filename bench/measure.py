@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ablations.run.devices import peak_memory_bytes
+from ablations.run.devices import peak_memory_bytes, synchronize
 
 
 @dataclass(frozen=True)
@@ -29,14 +29,6 @@ class Timing:
     num_threads: int  # torch intra-op threads the calls ran with
     peak_memory_bytes: int  # CUDA: max allocated during the benchmark; CPU: the process's peak RSS so far
     result: object = None  # what the last timed call returned, for the test's assertions
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait for the device's queued work; CPU work is already done when a call returns."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
 
 
 @contextmanager

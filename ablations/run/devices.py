@@ -139,6 +139,18 @@ def resolve_precision(precision: str, device_type: str, capability: str | None =
     return "fp32"
 
 
+def synchronize(device) -> None:
+    """Wait for the device's queued work (CUDA and MPS run asynchronously); CPU work is done when a call returns.
+    A host clock read after it times the work, not its queueing."""
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
 def reset_peak_memory(device) -> None:
     import torch
 
