@@ -231,6 +231,20 @@ def parse_value(key: str, value: Any, hint: Any) -> Any:
     raise UserError(f"{key.replace('_', '-')}: {value!r} is not a valid {kind}")
 
 
+def count_or_auto(value: str | int, flag: str) -> int | str:
+    """A count of 1 or more, or 'auto' (--workers, --pack); `flag` names it in the one-line error."""
+    text = str(value).strip().lower()
+    if text == "auto":
+        return "auto"
+    try:
+        count = int(text)
+    except ValueError:
+        raise UserError(f"{flag} must be a number or auto, got {value!r}") from None
+    if count < 1:
+        raise UserError(f"{flag} must be 1 or more, got {count}")
+    return count
+
+
 def unwrap_optional(hint: Any) -> tuple[Any, bool]:
     """`int | None` -> (int, True); `tuple[float, ...]` -> (itself, False)."""
     args = typing.get_args(hint)

@@ -21,7 +21,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 
-from ablations.config import TrainConfig, check_name
+from ablations.config import TrainConfig, check_name, count_or_auto
 from ablations.errors import UserError
 from ablations.grid.ray_cluster import connect, disconnect, for_workers
 from ablations.run.devices import resolve_device
@@ -74,13 +74,8 @@ def resolve_workers(workers: str, backend: str, configs: list[TrainConfig]) -> i
     processes than across threads: 2 x 1 thread gave 1.36x the images/s of 1 x 2 threads on a
     2-core Xeon with AMX, bf16, 28 px, and 1.17x on a 2-core EPYC); on a GPU one run; on Ray
     as many as the cluster's resources allow (0 = ask Ray)."""
-    if workers != "auto":
-        try:
-            count = int(workers)
-        except ValueError:
-            raise UserError(f"--workers must be a number or auto, got {workers!r}") from None
-        if count < 1:
-            raise UserError(f"--workers must be 1 or more, got {count}")
+    count = count_or_auto(workers, "--workers")
+    if count != "auto":
         return count
     if backend == "ray":
         return 0
