@@ -66,6 +66,11 @@ EXECUTION_FIELDS = ("data_root", "device", "compile", "eval_batch_size")
 IDENTITY_OMITTED_AT = {"subset_per_seed": False}
 # Random streams a run's seed drives, each derived from the seed alone (`stream_seed`).
 RANDOM_STREAMS = ("init", "order", "augment", "subset")
+# Packed training (ablations.run.packed_loop): runs of a grid that differ only in these settings can train as
+# one model; they share every other one. Only the notebook's ResNets fuse (torchvision:/timm: train unpacked).
+PACK_FREE = ("seed", "augment", "weight_decay", "decay_norm_and_bias", "lr", "schedule", "milestones", "gamma",
+             "warmup_epochs")
+PACKABLE_MODELS = MODELS
 
 
 @dataclass(frozen=True)
@@ -166,6 +171,13 @@ class TrainConfig:
         """The seed that draws the train subset: the run's own subset stream, or None for the one
         fixed subset every run shares."""
         return stream_seed(self.seed, "subset") if self.subset_per_seed else None
+
+    @property
+    def pack_key(self) -> str:
+        """Runs with the same key can train as one pack: they share every setting but PACK_FREE, and their data
+        (a seed that draws the train subset, `subset_per_seed`, makes the seed part of the data)."""
+        shared = {k: v for k, v in self.to_dict().items() if k not in PACK_FREE}
+        return json.dumps({**shared, "subset_seed": self.train_subset_seed}, sort_keys=True)
 
 
 def stream_seed(seed: int, stream: str) -> int:

@@ -1,15 +1,14 @@
 """run_one(cfg) -> RunResult: the one way a run is executed, by `ablations train`, by a grid's workers
-(here or on Ray) and by the API.
+(here or on Ray) and by the API; run_pack(cfgs) -> [RunResult], the same for a pack of runs trained as
+one model (`ablations.run.packed_loop`), which run_one is with one run.
 
 It trains the run, records where its numbers came from (commit, versions, device, precision,
-parameter count, split sizes) and turns a crash or bad input into a failed result.
+parameter count, split sizes, pack size) and turns a crash or bad input into a failed result.
 """
 
 from __future__ import annotations
 
 import functools
-import os
-import traceback
 from collections.abc import Callable
 
 from ablations.config import Status, TrainConfig
@@ -17,8 +16,9 @@ from ablations.data.dataset import TensorDataset, load_dataset
 from ablations.errors import UserError
 from ablations.run.devices import resolve_device
 from ablations.run.loop import train
+from ablations.run.packed_loop import train_pack
 from ablations.run.provenance import provenance
-from ablations.run.result import RunResult
+from ablations.run.result import RunResult, one_line
 
 
 def run_one(cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None,
@@ -27,25 +27,33 @@ def run_one(cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None,
     provenance; `on_epoch` gets each epoch's metrics as it ends. Nothing raises but Ctrl-C: a crash
     or bad input is a failed result (`bad_input` says which; the train command turns that into its
     one-line error, a grid stores it and goes on)."""
+    return run_pack([cfg], on_epoch=None if on_epoch is None else lambda k, metrics: on_epoch(metrics), data=data)[0]
+
+
+def run_pack(cfgs: list[TrainConfig], *, on_epoch: Callable[[int, dict], None] | None = None,
+             data: TensorDataset | None = None) -> list[RunResult]:
+    """`run_one` for runs that differ only in what a pack allows (`packed_loop.PACK_FREE`): one run trains
+    unpacked, several as one model. One result per run, in order, each with its own provenance (which
+    records the pack's size); `on_epoch(k, metrics)` gets run k's epochs. A member whose `on_epoch` raises
+    ends alone, failed; a crash or bad input of the pack fails every member with the same error."""
     device, split_sizes = None, None
     try:
-        device = resolve_device(cfg.device)
-        data = data if data is not None else cached_dataset(*data_key(cfg), str(device))
+        device = resolve_device(cfgs[0].device)
+        data = data if data is not None else cached_dataset(*data_key(cfgs[0]), str(device))
         split_sizes = {split: len(data.split(split)[1]) for split in ("train", "val", "test")}
-        result = train(cfg, data, on_epoch=on_epoch)
+        if len(cfgs) == 1:
+            results = [train(cfgs[0], data, on_epoch=None if on_epoch is None else functools.partial(on_epoch, 0))]
+        else:
+            results = train_pack(cfgs, data, on_epoch=on_epoch)
     except Exception as err:
         bad_input = isinstance(err, UserError)  # its message is already the one line a user needs
-        result = RunResult(status=Status.FAILED, error=str(err) if bad_input else one_line(err), bad_input=bad_input)
-    # where it ran: the device it resolved, or this machine's CPU if it could not resolve one
-    result.provenance = provenance(device or "cpu", result.precision or None, result.param_count, split_sizes)
-    return result
-
-
-def one_line(err: BaseException) -> str:
-    """The exception's type, text and the line that raised it."""
-    last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
-    where = f" (at {os.path.basename(last.filename)}:{last.lineno})" if last else ""
-    return f"{type(err).__name__}: {err}{where}"
+        error = str(err) if bad_input else one_line(err)
+        results = [RunResult(status=Status.FAILED, error=error, bad_input=bad_input) for _ in cfgs]
+    for result in results:
+        # where it ran: the device it resolved, or this machine's CPU if it could not resolve one
+        result.provenance = provenance(device or "cpu", result.precision or None, result.param_count, split_sizes,
+                                       pack_size=len(cfgs))
+    return results
 
 
 def data_key(cfg: TrainConfig) -> tuple:

@@ -53,11 +53,12 @@ def package_versions() -> dict[str, str]:
 
 
 def provenance(device, precision: str | None = None, param_count: int | None = None,
-               split_sizes: dict[str, int] | None = None) -> dict:
+               split_sizes: dict[str, int] | None = None, pack_size: int = 1) -> dict:
     """Everything needed to say where a number came from; `precision` as the run resolved it, the
     parameters of the model it trained (how big a torchvision or timm model was, as built here), and
     `split_sizes` the images in its train, val and test splits (the report's test-set noise and
-    budget need them for datasets whose sizes it cannot know, such as an image folder)."""
+    budget need them for datasets whose sizes it cannot know, such as an image folder), and `pack_size` the
+    runs trained as one model with it (ablations.run.packed_loop; 1: trained alone)."""
     import torch
 
     return {
@@ -73,6 +74,7 @@ def provenance(device, precision: str | None = None, param_count: int | None = N
         "param_count": param_count,
         # runs training at once on this device (local worker processes): throughput measured shared
         "concurrent_runs": int(os.environ.get("ABLATIONS_CONCURRENT_RUNS", "1")),
+        "pack_size": pack_size,
         "host": socket.gethostname(),
         "platform": platform.platform(),
     }

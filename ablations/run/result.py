@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import traceback
 from dataclasses import asdict, dataclass, field
 
 
@@ -60,3 +62,10 @@ class RunResult:
             final_train_loss=self._last("train_loss"),
         )
         return out
+
+
+def one_line(err: BaseException) -> str:
+    """A failed result's error: the exception's type, text and the line that raised it."""
+    last = traceback.extract_tb(err.__traceback__)[-1] if err.__traceback__ else None
+    where = f" (at {os.path.basename(last.filename)}:{last.lineno})" if last else ""
+    return f"{type(err).__name__}: {err}{where}"

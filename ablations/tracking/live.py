@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from ablations.config import Status, TrainConfig
 from ablations.errors import UserError
-from ablations.run.execute import run_one
+from ablations.run.execute import run_pack
 from ablations.run.result import RunResult
 from ablations.tracking.mapping import RunInfo, mlflow_uri, one_line, require
 from ablations.tracking.trackers import open_target
@@ -100,12 +100,22 @@ def live_run(spec: TrackSpec | None, cfg: TrainConfig) -> Iterator[LiveRun]:
 def tracked_run(cfg: TrainConfig, track: TrackSpec | None = None, *,
                 on_epoch: Callable[[dict], None] | None = None) -> RunResult:
     """`run_one`, with each epoch also logged to the tracker of `track` (a no-op without one)."""
-    with live_run(track, cfg) as tracker:
-        def epoch(metrics: dict) -> None:
-            tracker.epoch(metrics)
-            if on_epoch is not None:
-                on_epoch(metrics)
+    return tracked_pack([cfg], track, on_epoch=None if on_epoch is None else lambda k, metrics: on_epoch(metrics))[0]
 
-        result = run_one(cfg, on_epoch=epoch)
-        tracker.end(result.to_dict(), result.provenance or {})
-    return result
+
+def tracked_pack(cfgs: list[TrainConfig], track: TrackSpec | None = None, *,
+                 on_epoch: Callable[[int, dict], None] | None = None) -> list[RunResult]:
+    """`run_pack`: one run, or several trained as one model, each logged to its own tracker run as an
+    unpacked run is; `on_epoch(k, metrics)` gets run k's epochs after its tracker has them."""
+    with ExitStack() as stack:
+        trackers = [stack.enter_context(live_run(track, cfg)) for cfg in cfgs]
+
+        def epoch(k: int, metrics: dict) -> None:
+            trackers[k].epoch(metrics)
+            if on_epoch is not None:
+                on_epoch(k, metrics)
+
+        results = run_pack(cfgs, on_epoch=epoch)
+        for tracker, result in zip(trackers, results, strict=True):
+            tracker.end(result.to_dict(), result.provenance or {})
+    return results
