@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from ablations.grid.runner import (
     Execution,
     Plan,
     check,
+    packing,
     plan_grid,
     ray_disconnected_on_error,
     run_planned,
@@ -130,21 +132,26 @@ def run_grid(grid: str | Grid = "quick", *, results: str | Path | None = None,
              workers: int | str = "auto", backend: str = "local", address: str | None = None,
              cpus_per_run: float = 1.0, gpus_per_run: float | None = None, device: str | None = None,
              track: str | None = None, track_uri: str | None = None, track_experiment: str | None = None,
-             report: bool = False) -> GridResult:
+             report: bool = False, pack: int | str = 1, fit_seconds: float | None = None) -> GridResult:
     """Run a grid into `results` (default runs/<grid>): finished runs are skipped, so calling it again
     resumes (the arguments are `plan`'s, then where runs train: `workers`, `backend` ("local" or "ray"),
     `address`, `cpus_per_run`, `gpus_per_run`). `track` ("mlflow" or "tensorboard", at `track_uri`) logs
-    every epoch as it happens; `report=True` also writes the report. Ctrl-C raises KeyboardInterrupt after
-    the finished runs are stored."""
+    every epoch as it happens; `report=True` also writes the report. `pack` trains up to that many runs that
+    differ only in seed, augmentation, weight decay and schedule as one model, each stored as its own run
+    ("auto": the count a short, cached probe of the device finds fastest per image); `fit_seconds` runs only
+    the complete seeds a probe predicts to finish within that many seconds of the call. Ctrl-C raises
+    KeyboardInterrupt after the finished runs are stored."""
     from ablations.tracking.live import track_spec  # loads torch: after the arguments are checked
 
+    started = time.monotonic()  # --fit-seconds counts the checks and the probe
     p = plan(grid, results=results, set=set, axes=axes, seeds=seeds, only=only, device=device)
-    execution = Execution(workers, backend, address, cpus_per_run, gpus_per_run)
+    execution = Execution(workers, backend, address, cpus_per_run, gpus_per_run, pack, fit_seconds)
     with caller_state_kept(), ray_disconnected_on_error():
         workers_ = check(p, execution)
+        p, pack_size = packing(p, execution, workers=workers_, started=started)  # before the store: queue what runs
         spec = track_spec(track, track_uri, track_experiment, tensorboard_dir=p.results / TENSORBOARD_DIR,
                           default_experiment=p.grid.name, grid=p.grid.name, axes=tuple(p.grid.axes))  # before the store
-        outcome = run_planned(p, execution, workers=workers_, track=spec)
+        outcome = run_planned(p, execution, workers=workers_, track=spec, pack=pack_size)
     written = _grid_report(p) if report else None
     return GridResult(p.grid.name, p.store_path, tuple(c.run_id for c in p.configs), outcome.skipped,
                       outcome.counts, outcome.seconds, written)

@@ -4,6 +4,7 @@
     ablations grid --grid notebook --workers 4
     ablations grid --axis weight-decay=0,5e-4 --seeds 3 --dry-run
     RAY_ADDRESS=HEAD_IP:6379 ablations grid --backend ray
+    ablations grid --grid notebook --pack auto --fit-seconds 600
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ablations.cli.types import checked
 from ablations.config import FINISHED, Status
 from ablations.errors import run_cli
 from ablations.grid.executors import BACKENDS, check_backend
+from ablations.grid.packs import parse_pack
 from ablations.grid.spec import available_grids, parse_assignments, parse_axes
 from ablations.tracking.mapping import TENSORBOARD_DIR
 
@@ -44,6 +46,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--gpus-per-run", type=float, default=None,
                    help="Ray: GPUs per run, fractions share one [0.25 on a cluster with GPUs, else 0]")
     p.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:N or mps (same as --set device=...) [the grid's, else auto]")
+    p.add_argument("--pack", default=1, type=parse_pack, metavar="K|auto",
+                   help="train up to K runs that differ only in seed, augmentation, weight decay and schedule as one "
+                        "model, each stored as its own run; auto: the K a short, cached probe of this device finds "
+                        "fastest per image (1 on the CPUs measured so far) [1]")
+    p.add_argument("--fit-seconds", type=float, default=None, metavar="S",
+                   help="run only the complete seeds (seed-major) a probe predicts to finish within S seconds of the "
+                        "command's start [all]")
     p.add_argument("--no-report", action="store_true", help="skip the tables and figures at the end")
     add_track_arguments(p, tensorboard_dir=f"RESULTS/{TENSORBOARD_DIR}", experiment="the grid's name")
     return p
@@ -72,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         result = api.run_grid(args.grid, results=args.results, **edits, workers=args.workers, backend=args.backend,
                               address=args.address, cpus_per_run=args.cpus_per_run, gpus_per_run=args.gpus_per_run,
                               track=args.track, track_uri=args.track_uri, track_experiment=args.track_experiment,
-                              report=not args.no_report)
+                              report=not args.no_report, pack=args.pack, fit_seconds=args.fit_seconds)
     except KeyboardInterrupt:  # the runner said how many runs are stored and how to resume
         return 130
     if result.report is not None:

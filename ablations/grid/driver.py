@@ -1,10 +1,14 @@
-"""The driver loop: claim a run in the store, hand it to an executor, write what comes back.
+"""The driver loop: claim a run (or each run of a pack) in the store, hand it to an executor, write what
+comes back, one run at a time.
 
 Only this loop writes results. A heartbeat thread keeps every claim in flight alive
 (`ablations.grid.claims`); a run whose claim is lost (taken over, or not renewable in time) is
 stopped, handed back and its result dropped with one warning line, so each run is trained to
-completion and stored by exactly one runner. A finished run is one transaction, so killing the
-driver at any moment loses no finished run.
+completion and stored by exactly one runner. In a pack each run has its own claim (attempt and stop
+file): a run whose claim is lost stops alone, and the pack's task is cancelled only when every run
+of it is lost (on Ray, where stop files do not reach, a lost run trains on in its pack and its
+result is dropped). A finished run is one transaction, so killing the driver at any moment loses
+no finished run.
 """
 
 from __future__ import annotations
@@ -28,18 +32,20 @@ def warn_on_stderr(line: str) -> None:
 
 def execute(
     store: Store,
-    pending: list[TrainConfig],
+    pending: list[list[TrainConfig]],
     executor,
     *,
     on_finish: Callable[[TrainConfig, dict], None] = lambda cfg, result: None,
     warn: Callable[[str], None] = warn_on_stderr,
     track=None,
 ) -> Counter:
-    """Run every pending config once across all drivers sharing the store; count the outcomes.
-    `track` (a tracking.TrackSpec) goes with each run to the process that trains it."""
+    """Run every pending config once across all drivers sharing the store; count the outcomes. `pending`
+    holds packs, runs trained together (`ablations.grid.packs`; one run each when unpacked); a pack trains
+    the runs of it this driver could claim. `track` (a tracking.TrackSpec) goes with each run to the
+    process that trains it."""
     owner = new_owner()
     queue = deque(pending)
-    in_flight: dict[Future, TrainConfig] = {}
+    in_flight: dict[Future, list[TrainConfig]] = {}
     counts: Counter = Counter()
     # Every claim not yet recorded, including one whose run the inline executor is training inside
     # submit() (its future does not exist yet), is held here: renewed and, on an interruption, handed back.
@@ -47,26 +53,30 @@ def execute(
         try:
             while queue or in_flight:
                 while queue and len(in_flight) < executor.workers:
-                    cfg = queue.popleft()
-                    attempt = store.claim(cfg.run_id, owner, stale_after_s=STALE_AFTER_S)
-                    if attempt is None:
-                        counts["claimed elsewhere"] += 1  # another driver runs it, or finished it meanwhile
-                        continue
-                    claim = claims.hold(cfg.run_id, attempt)
-                    in_flight[executor.submit(cfg.to_dict(), track, str(claim.stop_file))] = cfg
+                    claimed: list[tuple[TrainConfig, Claim]] = []
+                    for cfg in queue.popleft():
+                        attempt = store.claim(cfg.run_id, owner, stale_after_s=STALE_AFTER_S)
+                        if attempt is None:
+                            counts["claimed elsewhere"] += 1  # another driver runs it, or finished it meanwhile
+                        else:
+                            claimed.append((cfg, claims.hold(cfg.run_id, attempt)))
+                    if claimed:
+                        future = executor.submit([cfg.to_dict() for cfg, _ in claimed], track,
+                                                 [str(claim.stop_file) for _, claim in claimed])
+                        in_flight[future] = [cfg for cfg, _ in claimed]
                 if not in_flight:
                     break
                 # Woken at least once a heartbeat, to stop the tasks of claims lost meanwhile.
                 finished, _ = wait(list(in_flight), timeout=HEARTBEAT_EVERY_S, return_when=FIRST_COMPLETED)
                 _stop_lost(claims, in_flight, executor)
                 for future in finished:
-                    cfg = in_flight.pop(future)
-                    result = _result_of(future)
-                    outcome = _record(store, owner, claims.get(cfg.run_id), result, warn)
-                    claims.pop(cfg.run_id)
-                    counts[outcome] += 1
-                    if outcome != HANDED_BACK:
-                        on_finish(cfg, result)
+                    pack = in_flight.pop(future)
+                    for cfg, result in zip(pack, _results_of(future, len(pack)), strict=True):
+                        outcome = _record(store, owner, claims.get(cfg.run_id), result, warn)
+                        claims.pop(cfg.run_id)
+                        counts[outcome] += 1
+                        if outcome != HANDED_BACK:
+                            on_finish(cfg, result)
         except BaseException:  # Ctrl-C, SIGTERM, a full disk, or a bug: hand the unfinished claims back at once
             for claim in claims.held():
                 _hand_back(store, owner, claim)
@@ -76,11 +86,12 @@ def execute(
     return counts
 
 
-def _result_of(future: Future) -> dict:
+def _results_of(future: Future, runs: int) -> list[dict]:
     try:
         return future.result()
     except Exception as err:  # the worker itself died (killed, out of memory), after any retries
-        return {"status": "failed", "error": f"worker died: {type(err).__name__}: {err}", "epochs": []}
+        return [{"status": "failed", "error": f"worker died: {type(err).__name__}: {err}", "epochs": []}
+                for _ in range(runs)]
 
 
 def _record(store: Store, owner: str, claim: Claim, result: dict, warn: Callable[[str], None]) -> str:
@@ -103,8 +114,9 @@ def _hand_back(store: Store, owner: str, claim: Claim) -> None:
         store.release(claim.run_id, owner, attempt=claim.attempt)
 
 
-def _stop_lost(claims: Claims, in_flight: dict[Future, TrainConfig], executor) -> None:
+def _stop_lost(claims: Claims, in_flight: dict[Future, list[TrainConfig]], executor) -> None:
     lost = {c.run_id for c in claims.held() if c.lost is not None}
-    for future, cfg in in_flight.items():
-        if cfg.run_id in lost:
+    for future, pack in in_flight.items():
+        # A lost run of a pack that trains on sees its stop file; the task goes once none of it is held.
+        if all(cfg.run_id in lost for cfg in pack):
             executor.stop(future)  # Ray cancels the task; local runs see their stop file

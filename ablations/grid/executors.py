@@ -1,9 +1,10 @@
 """Executors of grid runs: in this process, in N local worker processes, or as Ray tasks.
 
-Every executor has `submit(config_dict, track=None, stop=None) -> concurrent.futures.Future[result dict]`,
-`stop(future)` and `shutdown(cancel)`, so the driver loop in `ablations.grid.driver` is the same for all
-three, and only the driver writes the store. A run stops when its `stop` file appears (looked for
-after each epoch, on this machine) or, on Ray, when `stop` cancels its task.
+Every executor has `submit(config_dicts, track=None, stops=None) -> concurrent.futures.Future[list of result
+dicts]` (one run, or a pack of runs trained as one model: `train_configs`), `stop(future)` and
+`shutdown(cancel)`, so the driver loop in `ablations.grid.driver` is the same for all three, and only the
+driver writes the store. A run stops when its own file in `stops` appears (looked for after each epoch, on
+this machine; the other runs of its pack train on) or, on Ray, when `stop` cancels its task.
 """
 
 from __future__ import annotations
@@ -36,17 +37,22 @@ class RunStopped(Exception):
     """The driver lost this run's claim: training it further would race the runner that took it."""
 
 
-def train_config(config: dict, track=None, stop: str | None = None) -> dict:
-    """Train one run where the executor put it (this process, a worker process, a Ray task) through the one
-    `run_one`, logging each epoch to `track` (a tracking.TrackSpec) if given; its result as the driver
-    stores it. With `stop`, the run ends after any epoch once that file exists (its result is then dropped)."""
-    from ablations.tracking.live import tracked_run  # torch loads in the process that trains
+def train_configs(configs: list[dict], track=None, stops: list[str | None] | None = None) -> list[dict]:
+    """Train one run, or a pack of runs as one model, where the executor put it (this process, a worker
+    process, a Ray task) through the one `run_pack`, logging each run's epochs to `track` (a
+    tracking.TrackSpec) if given; their results as the driver stores them, in order. With `stops` (a file
+    per run), a run ends after any epoch once its file exists (its result is then dropped); the other runs
+    of its pack train on."""
+    from ablations.tracking.live import tracked_pack  # torch loads in the process that trains
 
-    def stop_if_asked(metrics: dict) -> None:
-        if stop and os.path.exists(stop):  # one stat per epoch
+    stops = stops or [None] * len(configs)
+
+    def stop_if_asked(k: int, metrics: dict) -> None:
+        if stops[k] and os.path.exists(stops[k]):  # one stat per run and epoch
             raise RunStopped(f"stopped after epoch {metrics['epoch']}: this runner lost the run's claim")
 
-    return tracked_run(TrainConfig.from_mapping(config), track, on_epoch=stop_if_asked).to_dict()
+    cfgs = [TrainConfig.from_mapping(config) for config in configs]
+    return [result.to_dict() for result in tracked_pack(cfgs, track, on_epoch=stop_if_asked)]
 
 
 def preflight(configs: list[TrainConfig]) -> None:
@@ -88,9 +94,9 @@ class InlineExecutor:
 
     workers = 1
 
-    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
+    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None) -> Future:
         future: Future = Future()
-        future.set_result(train_config(config, track, stop))
+        future.set_result(train_configs(configs, track, stops))
         return future
 
     def stop(self, future: Future) -> None:
@@ -130,6 +136,11 @@ def ray_gpu_share(requested: float | None, cluster_gpus: float, configs_device: 
     return requested
 
 
+def pack_gpu_share(gpus_per_run: float, runs: int) -> float:
+    """GPUs a Ray task training `runs` runs as one pack reserves: min(1, runs x the share per run)."""
+    return min(1.0, gpus_per_run * runs)
+
+
 def die_with_parent(parent_pid: int) -> None:
     """End this worker when the driver that started it dies, even by SIGKILL (no cleanup runs there).
 
@@ -154,13 +165,18 @@ def _watch_parent(parent_pid: int) -> None:
     os._exit(1)
 
 
+def threads_per_worker(workers: int) -> int:
+    """torch threads per worker process: the cores split so N workers do not oversubscribe them (torch
+    uses all by default)."""
+    return max(1, (os.cpu_count() or 1) // workers)
+
+
 class ProcessExecutor:
     """N worker processes (spawned, so CUDA is safe); several may share one GPU."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        # Split the cores so N workers do not oversubscribe them (torch uses all by default).
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
+        self.threads = threads_per_worker(workers)
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
@@ -171,14 +187,14 @@ class ProcessExecutor:
             initargs=(self.threads, os.getpid(), self.workers),
         )
 
-    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
+    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None) -> Future:
         with callers_main_hidden():  # the pool starts its workers inside submit
             try:
-                return self._pool.submit(train_config, config, track, stop)
+                return self._pool.submit(train_configs, configs, track, stops)
             except BrokenProcessPool:  # a worker died (OOM kill, segfault): start a fresh pool
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
-                return self._pool.submit(train_config, config, track, stop)
+                return self._pool.submit(train_configs, configs, track, stops)
 
     def stop(self, future: Future) -> None:
         future.cancel()  # not started yet: never starts; started: its worker sees the stop file
@@ -215,7 +231,8 @@ def prepare_ray(*, address: str | None, cpus_per_run: float, gpus_per_run: float
 
 
 class RayExecutor:
-    """Each run is a Ray task (CPUs/GPUs per run as asked); a task whose worker died is retried."""
+    """Each run, or pack of runs, is a Ray task (CPUs/GPUs per run as asked; a pack of K runs asks for K
+    runs' GPU share, at most one GPU); a task whose worker died is retried."""
 
     def __init__(self, *, address: str | None, workers: int, cpus_per_run: float, gpus_per_run: float | None,
                  device: str = "auto") -> None:
@@ -225,7 +242,8 @@ class RayExecutor:
 
         self._ray = ray
         # On a cluster as on a private instance, each task reserves its share; Ray schedules by them.
-        self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=2)(train_config)
+        self._remote = ray.remote(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=2)(train_configs)
+        self._gpus_per_run = gpus_per_run
         # workers 0: as many runs at once as the cluster's CPUs (or GPUs) allow
         fit = ray.cluster_resources().get("CPU", 1) // max(cpus_per_run, 1e-9)
         if gpus_per_run:
@@ -233,9 +251,12 @@ class RayExecutor:
         self.workers = workers if workers > 0 else max(1, int(fit))
         self._refs: dict[Future, object] = {}
 
-    def submit(self, config: dict, track=None, stop: str | None = None) -> Future:
-        # The stop file is on this machine; a task on another node is stopped by cancelling it.
-        ref = self._remote.remote(for_workers(config), track)
+    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None) -> Future:
+        # The stop files are on this machine; a task on another node is stopped by cancelling it.
+        # A pack is one task on one device: its runs' GPU shares together, at most the whole GPU.
+        remote = self._remote if len(configs) == 1 else self._remote.options(
+            num_gpus=pack_gpu_share(self._gpus_per_run, len(configs)))
+        ref = remote.remote([for_workers(config) for config in configs], track)
         future = ref.future()
         self._refs[future] = ref
         return future

@@ -1,7 +1,10 @@
 """A grid's runs into its store, resumably: plan, check, queue, train.
 
     plan = plan_grid(load_grid("quick"), results=None)     # the runs, and where they are stored
-    outcome = run_planned(plan, Execution(), workers=check(plan, Execution()))
+    execution = Execution()
+    workers = check(plan, execution)
+    plan, pack = packing(plan, execution, workers=workers)   # --pack and --fit-seconds, decided
+    outcome = run_planned(plan, execution, workers=workers, pack=pack)
 
 Every check that can fail runs before the store is written (bad input changes nothing: no store,
 no folder, no queued row); then the runs not finished before are queued, and an executor trains
@@ -26,6 +29,7 @@ from ablations.config import FINISHED, Status, TrainConfig, cell_label
 from ablations.errors import UserError
 from ablations.grid.driver import execute
 from ablations.grid.executors import check_backend, make_executor, preflight, prepare_ray, resolve_workers
+from ablations.grid.packs import decide, make_packs, parse_pack
 from ablations.grid.ray_cluster import check_reachable, disconnect, require_ray, resolve_address
 from ablations.grid.spec import Grid, only
 from ablations.store.sqlite import Store, store_path
@@ -44,6 +48,10 @@ class Execution:
     address: str | None = None  # Ray: host:port, ray://host:port, auto or local [$RAY_ADDRESS, else private]
     cpus_per_run: float = 1.0  # Ray: CPUs reserved per run
     gpus_per_run: float | None = None  # Ray: GPUs per run [0.25 on a cluster with GPUs, else 0]
+    # Runs that differ only in seed, augmentation, weight decay and schedule trained as one model, up to this
+    # many (1: unpacked); auto: the count a short, cached probe of the device finds fastest per image.
+    pack: int | str = 1
+    fit_seconds: float | None = None  # run only the complete seeds a probe predicts to finish in this budget
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,9 @@ def check(p: Plan, execution: Execution) -> int:
         check_reachable(resolve_address(execution.address))
         require_ray(resolve_address(execution.address))
     workers = resolve_workers(str(execution.workers), execution.backend, p.configs)
+    parse_pack(execution.pack)
+    if execution.fit_seconds is not None and not execution.fit_seconds > 0:
+        raise UserError(f"--fit-seconds must be above 0, got {execution.fit_seconds:g}")
     check_results_folder(p.results)
     if p.store_path.exists():
         with Store.open_existing(p.store_path) as store:  # opening checks that every page of it reads back
@@ -131,14 +142,28 @@ def ray_disconnected_on_error() -> Iterator[None]:
         raise
 
 
-def run_planned(p: Plan, execution: Execution, *, workers: int, track=None) -> Outcome:
-    """Queue the plan's runs and train those not finished before (after `check`, which gave `workers`).
-    Ctrl-C or SIGTERM stops cleanly: the finished runs are stored, the rest handed back, and
-    KeyboardInterrupt is raised after one line that says how to resume."""
+def packing(p: Plan, execution: Execution, *, workers: int, started: float | None = None) -> tuple[Plan, int]:
+    """Runs per pack (`execution.pack`, measured for auto) and, with `fit_seconds` counted from `started`
+    (time.monotonic() when the call began; default now), the plan cut to the complete seeds predicted to
+    finish in time. After `check`, before the store is written, so it queues only what will run; prints
+    what it decided, a line each."""
+    decided = decide(execution.pack, p.configs, p.grid.seeds, workers=workers, fit_seconds=execution.fit_seconds,
+                     started=started)
+    for line in decided.lines:
+        print(line, flush=True)
+    if decided.seeds is not None:
+        p = Plan(p.grid.with_seeds(list(decided.seeds)), [c for c in p.configs if c.seed in decided.seeds], p.results)
+    return p, decided.size
+
+
+def run_planned(p: Plan, execution: Execution, *, workers: int, track=None, pack: int = 1) -> Outcome:
+    """Queue the plan's runs and train those not finished before (after `check`, which gave `workers`),
+    `pack` at most to a pack (`packing` decides it). Ctrl-C or SIGTERM stops cleanly: the finished runs
+    are stored, the rest handed back, and KeyboardInterrupt is raised after one line that says how to resume."""
     store, pending, skipped = enqueue(p)
     with store:
         try:
-            counts = _train(p, execution, store, pending, skipped, workers, track)
+            counts = _train(p, execution, store, pending, skipped, workers, track, pack)
         finally:
             store.make_publishable()
     return Outcome(dict(counts[0]), skipped, counts[1])
@@ -158,14 +183,16 @@ def enqueue(p: Plan) -> tuple[Store, list[TrainConfig], int]:
 
 
 def _train(p: Plan, execution: Execution, store: Store, pending: list[TrainConfig], skipped: int, workers: int,
-           track) -> tuple[Counter, float]:
+           track, pack: int) -> tuple[Counter, float]:
     from tqdm import tqdm  # only where runs train
 
     executor = make_executor(
         execution.backend, workers=workers, address=execution.address, cpus_per_run=execution.cpus_per_run,
         gpus_per_run=execution.gpus_per_run, device=next(iter({c.device for c in pending}), "auto"),
     )
-    print(f"grid {p.grid.name}: {len(p.configs)} runs, {skipped} finished before, {len(pending)} to run "
+    packs = make_packs(pending, pack)
+    packed = f" in {len(packs)} pack(s) of up to {pack}" if pack > 1 else ""
+    print(f"grid {p.grid.name}: {len(p.configs)} runs, {skipped} finished before, {len(pending)} to run{packed} "
           f"on {execution.backend} with {executor.workers} worker(s); store {store.path}", flush=True)
     start = time.perf_counter()
     with tqdm(total=len(pending), unit="run", dynamic_ncols=True, file=sys.stderr, disable=not pending) as bar:
@@ -175,7 +202,7 @@ def _train(p: Plan, execution: Execution, store: Store, pending: list[TrainConfi
 
         try:
             with sigterm_as_interrupt():
-                counts = execute(store, pending, executor, on_finish=on_finish, track=track,
+                counts = execute(store, packs, executor, on_finish=on_finish, track=track,
                                  warn=lambda line: bar.write(line, file=sys.stderr))
         except KeyboardInterrupt:
             bar.close()
