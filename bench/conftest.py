@@ -24,7 +24,7 @@ from bench.runs import BENCH_DEVICE, CPU_CAPABILITY, PEAK_DTYPE, PRECISIONS
 REGISTRY = pytest.StashKey[Registry]()
 # The model step first: it is the suite a hardware comparison quotes, and it should not run
 # last on a machine that has warmed up (or been taken over) during the long data suites.
-SUITE_ORDER = ("test_model", "test_transforms", "test_loading", "test_epoch")
+SUITE_ORDER = ("test_model", "test_transforms", "test_loading", "test_epoch", "test_packed")
 BENCH_DIR = Path(__file__).resolve().parent
 
 

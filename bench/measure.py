@@ -53,6 +53,7 @@ def measure(
     warmup_calls: int = 1,
     warmup: Callable[[], object] | None = None,
     rounds: int | None = None,
+    beside: Callable[[], None] | None = None,
 ) -> Timing:
     """Benchmark `fn` (one call = `images` images) and return its throughput.
 
@@ -61,7 +62,9 @@ def measure(
     where a call is too long to repeat (an epoch: one train step warms the same shapes); it
     then needs explicit `rounds`. With --benchmark-disable the body runs once and that single
     call is the one timed here. The thread count is read here, inside whatever `torch_threads`
-    block the caller set, so the record says what the calls really ran with.
+    block the caller set, so the record says what the calls really ran with. `beside` runs before every
+    timed call, untimed here (pytest-benchmark's setup): a variant the caller times on its own clock in
+    the same rounds, so on a shared machine both see the same load.
     """
     assert warmup is None or rounds is not None, "a stand-in warm-up cannot size the rounds"
 
@@ -75,7 +78,7 @@ def measure(
     threads = torch.get_num_threads()
     if benchmark.disabled:
         start = time.perf_counter()
-        result = benchmark.pedantic(call)
+        result = benchmark.pedantic(call, setup=beside)
         seconds, rounds = time.perf_counter() - start, 1
     else:
         last = math.inf
@@ -86,6 +89,6 @@ def measure(
             last = time.perf_counter() - start
         if rounds is None:
             rounds = max(1, min(max_rounds, int(budget_s / last)))
-        result = benchmark.pedantic(call, rounds=rounds, iterations=1)
+        result = benchmark.pedantic(call, rounds=rounds, iterations=1, setup=beside)
         seconds = benchmark.stats.stats.median
     return Timing(images / seconds, seconds, rounds, threads, peak_memory_bytes(device), result)

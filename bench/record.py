@@ -6,7 +6,8 @@ precision ("fp32"/"bf16") and dtype ("float32"/"bfloat16"), memory_format, devic
 peak_memory_bytes, rounds; for model work also flops_per_image and macs_per_image (FLOPs are
 2 x MACs, see flops_convention), achieved_flops_per_s, peak_flops_per_s (of the precision
 used) and utilization; the epoch suite's bare step also kernel_ceiling, kernel_share_of_step
-and matrix_ops_per_step (bench.kernel_ceiling). `Registry` adds the within-group ratios speedup_vs_notebook,
+and matrix_ops_per_step (bench.kernel_ceiling); the packed suite's members, unpacked_images_per_s and
+speedup_vs_unpacked (its unpacked step timed in the same rounds, bench/test_packed.py). `Registry` adds the within-group ratios speedup_vs_notebook,
 fraction_of_bare_step and data_pipeline_overhead.
 """
 
@@ -23,7 +24,7 @@ from bench.runs import PEAK_DTYPE
 
 BASELINE, CANDIDATE = "baseline", "candidate"
 BARE_STEP = "bare step"
-RATIOS_SHOWN = ("speedup_vs_notebook", "fraction_of_bare_step", "utilization", "kernel_ceiling")
+RATIOS_SHOWN = ("speedup_vs_notebook", "speedup_vs_unpacked", "fraction_of_bare_step", "utilization", "kernel_ceiling")
 
 
 def record(

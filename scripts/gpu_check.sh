@@ -6,8 +6,10 @@
 # a cut loses only the step it cut:
 #   gpu_check.log         versions, nvidia-smi, every step's log and exit status
 #   runs.jsonl            the notebook configuration, eager and compiled: one JSON line each
-#   runs.sqlite           the notebook grid's store (seed-major, so a partial grid is balanced)
-#   bench-<suite>.json    one pytest-benchmark file per suite, model step first
+#   runs.sqlite           the notebook grid's store, trained packed (K by a probe of the GPU), as many
+#                         complete seeds as the probe predicts fit the step (seed-major: a balanced design)
+#   bench-<suite>.json    one pytest-benchmark file per suite, model step first; bench-epoch.json also
+#                         holds the packed step at K = 1..16 against the unpacked step
 #   report.tgz            the grid's report with the benchmark tables
 # At most 8 files: what a lent machine sends back.
 #
@@ -32,13 +34,16 @@ KILL_AFTER=5  # seconds between SIGTERM and SIGKILL; counted in each step's limi
 # Plain strings, split into words where used, so that the steps' subshells can read them.
 if [ -n "${GPU_CHECK_TINY:-}" ]; then
   RUN_ARGS="--dataset synthetic --train-subset 256 --test-subset 64 --epochs 1 --device cpu"
+  # 56 px and batch 16 keep the notebook ResNet's CPU steps short; K=2 trains packs (auto picks 1 on a CPU)
   GRID_ARGS="--set dataset=synthetic --set train_subset=128 --set val_subset=64 --set test_subset=64 --set epochs=1
-             --set milestones=0.5 --set device=cpu --seeds 1"
+             --set milestones=0.5 --set device=cpu --set image_size=56 --set batch_size=16 --seeds 1"
+  GRID_PACK=2
   BENCH_ARGS="--benchmark-only --benchmark-min-rounds=1 --benchmark-max-time=0.05 --benchmark-warmup=off -x"
   BENCH_K="(28px and not 256) or none"
 else
   RUN_ARGS="--dataset mnist --epochs 5"
-  GRID_ARGS="--workers ${GRID_WORKERS:-4}"
+  GRID_ARGS=""
+  GRID_PACK=auto
   BENCH_ARGS="--benchmark-only"
   BENCH_K=""
 fi
@@ -49,11 +54,11 @@ PLAN=(
   "run-eager       60  the notebook configuration (96 px, notebook_resnet, notebook policy, step decay), eager"
   "run-compiled    90  the same, torch.compile with CUDA graphs (compile time included)"
   "memory          45  bytes in use stay flat over an epoch on the device (tests/test_memory.py)"
-  "grid           120  the notebook grid, several runs sharing the GPU; store copied at once"
+  "grid           110  the notebook grid packed, as many whole seeds as a probe predicts fit; store copied at once"
   "bench-model     60  forward and train step per model, precision and memory format"
   "bench-trans     30  transforms: per-sample PIL vs batched on the device"
   "bench-loading   20  DataLoader vs device-resident batches"
-  "bench-epoch     50  the suite's epoch vs the notebook loop vs the bare step"
+  "bench-epoch     70  the suite's epoch vs the notebook loop vs the bare step; the packed step vs unpacked"
   "report          20  the grid's report with the benchmark tables"
 )
 total=0
@@ -108,16 +113,19 @@ memory() {
 }
 grid() {  # the store is copied as soon as the grid stops, cut or not (sqlite's backup reads a consistent copy)
   local results="$OUT/.grid/notebook"
+  # --fit-seconds counts from the command's start, so the probe's own seconds are inside it
   # shellcheck disable=SC2086
   timeout -k 2 "$((STEP_LIMIT - 15))" "$PY" -m ablations.run_grid --grid notebook --results "$results" --no-report \
-    $GRID_ARGS 2>&1 | tr '\r' '\n' | grep -vE '[0-9]+/[0-9]+ \['
+    --pack "$GRID_PACK" --fit-seconds "$((STEP_LIMIT - 25))" $GRID_ARGS 2>&1 | tr '\r' '\n' | grep -vE '[0-9]+/[0-9]+ \['
   "$PY" -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).backup(sqlite3.connect(sys.argv[2]))" \
     "$results/runs.sqlite" "$OUT/runs.sqlite"
 }
-bench() {  # bench SUITE: one JSON per suite, written when that suite ends
+bench() {  # bench NAME [SUITE...]: one JSON per step (bench-NAME.json; suites default to NAME), written when it ends
+  local name=$1 files=() suite; shift
+  for suite in "${@:-$name}"; do files+=("bench/test_$suite.py"); done
   # shellcheck disable=SC2086
-  "$PY" -m pytest "bench/test_$1.py" -q -p no:cacheprovider $BENCH_ARGS ${BENCH_K:+-k "$BENCH_K"} \
-    --benchmark-json="$OUT/bench-$1.json"
+  "$PY" -m pytest "${files[@]}" -q -p no:cacheprovider $BENCH_ARGS ${BENCH_K:+-k "$BENCH_K"} \
+    --benchmark-json="$OUT/bench-$name.json"
 }
 report() {
   local results="$OUT/.grid/notebook" args=()
@@ -126,7 +134,7 @@ report() {
     && tar czf "$OUT/report.tgz" -C "$OUT/.grid" notebook
 }
 
-export PY OUT RUN_ARGS GRID_ARGS BENCH_ARGS BENCH_K
+export PY OUT RUN_ARGS GRID_ARGS GRID_PACK BENCH_ARGS BENCH_K
 step versions     versions
 step run-eager    notebook_run
 step run-compiled notebook_run --compile
@@ -135,7 +143,7 @@ step grid         grid
 step bench-model  bench model
 step bench-trans  bench transforms
 step bench-loading bench loading
-step bench-epoch  bench epoch
+step bench-epoch  bench epoch epoch packed
 step report       report
 rm -rf "$OUT/.grid"  # the report.tgz and runs.sqlite hold what it had
 log "done: $(ls "$OUT" | tr '\n' ' ')"

@@ -18,11 +18,11 @@ import pandas as pd
 
 from ablations.errors import UserError
 
-COLUMNS = ["variant", "role", "suite", "images_per_s", "speedup", "utilization", "kernel_ceiling", "achieved_flops_per_s",
+COLUMNS = ["variant", "role", "suite", "images_per_s", "speedup", "speedup_vs_unpacked", "utilization", "kernel_ceiling", "achieved_flops_per_s",
            "peak_flops_per_s", "peak_memory_bytes", "batch_size", "img_size", "param_count", "num_threads", "precision", "dtype",
            "memory_format", "device_name", "median_s", "rounds", "name"]
 # What a table shows; the CSV keeps every column. images/s come from the median call.
-SHOWN = ["variant", "role", "images_per_s", "speedup", "utilization", "kernel_ceiling", "peak_memory_bytes", "batch_size", "img_size",
+SHOWN = ["variant", "role", "images_per_s", "speedup", "speedup_vs_unpacked", "utilization", "kernel_ceiling", "peak_memory_bytes", "batch_size", "img_size",
          "num_threads", "precision", "memory_format", "median_s"]
 MACHINE_KEYS = ("cpu", "cpu_model", "cpu_capability", "torch", "torch_threads", "peak_flops_per_s",
                 "peak_flops_range", "peak_flops_source", "node", "machine", "system", "release", "python_version")
@@ -74,6 +74,8 @@ def _row(bench: dict[str, Any], path: Path) -> dict[str, Any]:
         "group": bench.get("group") or "ungrouped", "name": name, "variant": str(extra.get("variant") or name),
         "role": str(extra.get("role") or "candidate"), "suite": str(extra.get("suite") or ""),
         "images_per_s": ips, "utilization": _float(extra.get("utilization")),
+        # a packed step against the unpacked one timed in the same rounds (bench/test_packed.py)
+        "speedup_vs_unpacked": _float(extra.get("speedup_vs_unpacked")),
         # the utilization the step's matrix kernels alone would allow (bench.kernel_ceiling)
         "kernel_ceiling": _float(extra.get("kernel_ceiling")),
         "achieved_flops_per_s": _float(extra.get("achieved_flops_per_s")),
