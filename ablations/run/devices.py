@@ -57,7 +57,8 @@ def device_name(device) -> str:
         return torch.cuda.get_device_name(device)
     if device.type == "mps":
         return "Apple MPS"
-    return f"{cpu_model()} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{cpu_model()} ({threads} thread{'' if threads == 1 else 's'})"
 
 
 @functools.cache
