@@ -76,6 +76,9 @@ class Claims:
     # ---- the driver's side -------------------------------------------------------------
     def hold(self, run_id: str, attempt: int) -> Claim:
         claim = Claim(run_id, attempt, self._stop_dir / f"{run_id}-{attempt}", time.monotonic())
+        # A claim just taken has not been asked to stop: a file left by a runner killed before its cleanup
+        # (same owner name, run and attempt) must not stop it.
+        claim.stop_file.unlink(missing_ok=True)
         with self._lock:
             self._held[run_id] = claim
         return claim
