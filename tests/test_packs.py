@@ -196,46 +196,39 @@ def test_a_pack_is_one_ray_task_and_each_of_its_runs_is_stored(tmp_path):
     assert [p["pack_size"] for p in runs["provenance"]] == [2, 2]
 
 
-# ---- the grid-level check: packed against unpacked, measured against the unpacked run's own fp32 floor ----
-def _final_acc_and_first_loss(grid) -> tuple[dict, dict]:
-    """Per cell and seed (run ids differ when the memory format does): final test accuracy in points and
-    epoch 1's train loss."""
+# ---- the grid-level check: packed against unpacked, on the scale of the unpacked runs' own seed spread ----
+def _per_run(grid) -> dict[tuple, tuple[float, float]]:
+    """(augment, weight decay, seed) -> (final test accuracy in points, epoch 1's train loss)."""
     runs = grid.runs()
-    key = {r.run_id: (r.augment, r.weight_decay, r.seed) for r in runs.itertuples()}
     epochs = load_epochs(grid.store.parent)
-    first = epochs[(epochs["epoch"] == 1) & epochs["run_id"].isin(key)]
-    return ({key[r.run_id]: 100 * r.final_test_acc for r in runs.itertuples()},
-            {key[r.run_id]: r.train_loss for r in first.itertuples()})
-
-
-def _largest_gaps(a: tuple[dict, dict], b: tuple[dict, dict]) -> tuple[float, float]:
-    """The largest gap over runs: in accuracy points, and in epoch-1 train loss relative to b's (percent)."""
-    (acc_a, loss_a), (acc_b, loss_b) = a, b
-    assert acc_a.keys() == acc_b.keys() == loss_a.keys() == loss_b.keys()
-    return (max(abs(acc_a[k] - acc_b[k]) for k in acc_a),
-            max(100 * abs(loss_a[k] - loss_b[k]) / loss_b[k] for k in loss_a))
+    first_loss = epochs[epochs["epoch"] == 1].set_index("run_id")["train_loss"]
+    return {(r.augment, r.weight_decay, r.seed): (100 * r.final_test_acc, first_loss[r.run_id]) for r in runs.itertuples()}
 
 
 @pytest.mark.slow
-def test_the_smoke_grid_packed_four_to_a_model_lands_where_unpacked_fp32_lands_against_itself(tmp_path):
-    """Packing reorders floating-point sums. So does storing activations contiguous rather than channels-last,
-    and that change of the unpacked run is the yardstick: in its first steps the notebook's ResNet at lr 0.1
-    trains through a loss spike (2.7 -> 7.9 by step 3) that turns rounding-sized gaps into percent-sized ones,
-    so no reordering keeps epoch 1's loss within 1% here. The pack must stay within that floor (with room for
-    one unlucky run), and every packed run must still learn the task."""
+def test_the_smoke_grid_packed_four_to_a_model_moves_a_run_less_than_another_seed_does(tmp_path):
+    """Packing reorders floating-point sums, and this model turns any reordering into visible gaps: max pooling
+    sends each window's whole gradient to its largest input, so a rounding-sized change that flips a near-tie
+    moves a whole gradient entry, and epoch 1 at lr 0.1 trains through a loss spike (2.7 -> 7.9 by step 3).
+    Storing the unpacked run contiguous instead of channels-last, the same arithmetic, moves epoch 1's loss by
+    6-11% on this grid (docs/packed.md). So the pack is held to the scale a study reads its runs on: on average
+    it moves a run's final accuracy and epoch-1 loss less than changing the run's seed does. The exact parity
+    of the arithmetic is tests/test_packed.py's, in float64."""
     fp32 = {"precision": "fp32", "device": "cpu"}
     packed = run_grid("smoke", results=tmp_path / "packed", set=fp32, workers=1, pack=4)
     unpacked = run_grid("smoke", results=tmp_path / "unpacked", set=fp32, workers=1, pack=1)
-    contiguous = run_grid("smoke", results=tmp_path / "contiguous", set={**fp32, "channels_last": False}, workers=1)
-    assert packed.counts == unpacked.counts == contiguous.counts == {"done": 8}
+    assert packed.counts == unpacked.counts == {"done": 8}
     assert sorted(packed.run_ids) == sorted(unpacked.run_ids)
     assert {p["pack_size"] for p in packed.runs()["provenance"]} == {4}
     assert (packed.runs()["final_test_acc"] > 0.8).all()  # the smoke grid's own bar (tests/test_run_grid.py)
 
-    measured = [_final_acc_and_first_loss(g) for g in (packed, unpacked, contiguous)]
-    pack_acc, pack_loss = _largest_gaps(measured[0], measured[1])
-    floor_acc, floor_loss = _largest_gaps(measured[2], measured[1])
-    print(f"packed vs unpacked: {pack_acc:.2f} points, {pack_loss:.2f}%; "
-          f"contiguous vs channels-last unpacked: {floor_acc:.2f} points, {floor_loss:.2f}%")
-    assert pack_acc <= max(1.0, 2 * floor_acc)
-    assert pack_loss <= max(1.0, 2 * floor_loss)
+    a, b = _per_run(packed), _per_run(unpacked)
+    pack_gap = [(abs(a[k][0] - b[k][0]), abs(a[k][1] - b[k][1]) / b[k][1]) for k in b]
+    cells = {k[:2] for k in b}
+    seed_gap = [(abs(b[(*c, 0)][0] - b[(*c, 1)][0]), abs(b[(*c, 0)][1] - b[(*c, 1)][1]) / min(b[(*c, 0)][1], b[(*c, 1)][1]))
+                for c in cells]
+    mean = lambda gaps, i: sum(g[i] for g in gaps) / len(gaps)  # noqa: E731
+    print(f"mean gap, packed vs unpacked: {mean(pack_gap, 0):.2f} points, {100 * mean(pack_gap, 1):.1f}% of epoch-1 loss; "
+          f"seed 0 vs 1 unpacked: {mean(seed_gap, 0):.2f} points, {100 * mean(seed_gap, 1):.1f}%")
+    assert mean(pack_gap, 0) <= max(1.0, mean(seed_gap, 0))  # 1 point: 2.56 of the 256 test images
+    assert mean(pack_gap, 1) <= mean(seed_gap, 1)
