@@ -5,6 +5,7 @@ what flips a verdict, the probability of improvement, the effect at every epoch 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -17,7 +18,8 @@ from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
 from test_report_store import build_store
 
-from ablations.report.reading import answer, reading
+from ablations.report import curves
+from ablations.report.reading import answer, pilot_line, reading
 from ablations.report.runs import load_runs
 from ablations.report.study import analyse
 from ablations.store import Store, store_path
@@ -178,6 +180,12 @@ def saturating(acc: float, augment: str, e: int, n: int) -> float:
     return acc - 0.08 * math.exp(-rate * e)
 
 
+def queued(r, run_ids):
+    """The same runs with `run_ids` back in the queue, as a pilot still running has them."""
+    mark = lambda frame: frame.assign(status=frame["status"].where(~frame["run_id"].isin(run_ids), "queued"))  # noqa: E731
+    return dataclasses.replace(r, runs=mark(r.runs), epochs=mark(r.epochs))
+
+
 def test_plateau_and_the_budget_pilot_read_validation_only(tmp_path: Path) -> None:
     s = study_of(tmp_path, seeds=(0, 1), budgets=(4, 20), curve=saturating)
     plateau = s.tables["plateau"]
@@ -197,6 +205,18 @@ def test_plateau_and_the_budget_pilot_read_validation_only(tmp_path: Path) -> No
     assert bool(budgets.loc["20", "all_plateaued"]) and not bool(budgets.loc["4", "all_plateaued"])
     assert "the smallest budget at which every cell plateaued is 20 epochs" in " ".join(answer(s))
     assert "test_acc" not in plateau.columns  # the test set plays no part
+
+    # a budget with a run still to finish proves nothing yet, and a larger budget cannot be picked over it
+    short = list(s.runs.runs.loc[s.runs.runs["epochs"].astype(str) == "4", "run_id"])
+    unfinished = queued(s.runs, short[:1])
+    pilot = curves.budgets(unfinished, curves.plateau(unfinished, 0.2))
+    assert pilot.set_index("budget").loc["4", "runs_pending"] == 1 and set(pilot["cells"]) == {8}
+    assert curves.smallest_budget(pilot) is None
+    assert "no budget has yet shown every cell plateaued" in pilot_line(pilot)
+    # a budget none of whose runs is done: no cell measured, so not "every cell plateaued"
+    none_done = queued(s.runs, short)
+    pilot = curves.budgets(none_done, curves.plateau(none_done, 0.2)).set_index("budget")
+    assert not pilot.loc["4", "all_plateaued"] and pilot.loc["4", "plateaued_cells"] == 0
 
 
 def test_the_effect_at_every_epoch_is_the_model_of_that_epoch(logit_study) -> None:

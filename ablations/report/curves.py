@@ -125,18 +125,31 @@ def plateau(r: Runs, points: float) -> pd.DataFrame:
 
 
 def budgets(r: Runs, table: pd.DataFrame) -> pd.DataFrame:
-    """Per budget of a pilot: cells, how many plateaued, and whether all did."""
+    """Per budget of a pilot: the design's cells, how many of them plateaued, the runs still to finish,
+    and whether every cell plateaued. A budget with a run still to finish, or a cell without a
+    measured curve, has not shown that every cell plateaued: a pilot cannot pick it yet."""
     if BUDGET not in r.axes or table.empty:
         return pd.DataFrame()
+    cells = math.prod(len(r.levels(a)) for a in r.axes if a != BUDGET)
     rows = []
     for budget in budget_levels(r):
         part = table[table[BUDGET].astype(str) == budget]
-        done = int(part["plateaued"].fillna(False).astype(bool).sum())
-        rows.append({"budget": budget, "cells": len(part), "plateaued": done, "all_plateaued": done == len(part)})
+        plateaued = int(part["plateaued"].fillna(False).astype(bool).sum())
+        runs = r.runs[r.runs[BUDGET].astype(str) == budget]
+        pending = int((runs["status"] != Status.DONE).sum())
+        rows.append({"budget": budget, "cells": cells, "plateaued_cells": plateaued, "runs_pending": pending,
+                     "all_plateaued": pending == 0 and plateaued == cells})
     return pd.DataFrame(rows)
 
 
 def smallest_budget(pilot: pd.DataFrame) -> str | None:
-    """The smallest budget (in epochs) at which every cell plateaued; None if none."""
-    ok = pilot[pilot["all_plateaued"]] if len(pilot) else pilot
-    return None if ok.empty else min(ok["budget"], key=float)
+    """The smallest budget (in epochs) at which every cell plateaued; None if none, or while a smaller
+    budget still has runs to finish (it might yet be the smallest)."""
+    if pilot.empty:
+        return None
+    for _, row in pilot.sort_values("budget", key=lambda b: b.astype(float)).iterrows():
+        if row["all_plateaued"]:
+            return row["budget"]
+        if row["runs_pending"]:
+            return None
+    return None

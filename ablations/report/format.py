@@ -49,7 +49,8 @@ LABELS = {
     "p_tost": "TOST p (Holm)", "verdict": "verdict", "method": "method", "agrees": "same verdict",
     "note": "why the intervals differ", "p_improve": "P(level > reference)", "p_improve_ci": "bootstrap 95% CI",
     "pairs": "matched pairs", "rise": "rise over the last fifth (points)", "plateaued": "plateaued",
-    "window": "epochs fitted", "budget": "budget (epochs)", "cells": "cells", "all_plateaued": "every cell plateaued",
+    "window": "epochs fitted", "budget": "budget (epochs)", "cells": "cells", "plateaued_cells": "cells plateaued",
+    "runs_pending": "runs to finish", "all_plateaued": "every cell plateaued",
     "device_name": "device", "precision": "precision", "cpu_capability": "CPU capability", "done": "done",
     "epoch": "epoch", "last_epoch": "last epoch", "axis": "axis", "level": "level", "reference": "reference",
 }
@@ -104,7 +105,7 @@ FORMATTERS: dict[str, Callable[[Any], str]] = {
     "num_threads": _int, "param_count": _int,
     "df": _count, "wall_s": _num(1), "epochs_to_target": _num(1), "epoch": _count, "last_epoch": _count,
     "error_change": _signed_percent, "p_tost": _p, "p_improve": _num(2), "agrees": _yes, "plateaued": _yes,
-    "all_plateaued": _yes, "pairs": _int, "cells": _int, "done": _int, "margin": _num(2),
+    "all_plateaued": _yes, "pairs": _int, "cells": _int, "plateaued_cells": _int, "runs_pending": _int, "done": _int, "margin": _num(2),
     "speedup": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
     "speedup_vs_unpacked": lambda v: MISSING if _missing(v) else f"{v:.2f}×",
     "images_per_s": lambda v: MISSING if _missing(v) else f"{v:,.0f}",

@@ -52,7 +52,7 @@ def answer(s: Study) -> list[str]:
                "left-out run changes a verdict.")
     pilot = s.tables.get("budgets", pd.DataFrame())
     if len(pilot):
-        out.append(_pilot_line(pilot))
+        out.append(pilot_line(pilot))
     return out[:MAX_ANSWER]
 
 
@@ -103,12 +103,14 @@ def _disagreements(table: pd.DataFrame) -> str:
     return "; ".join(parts[:4]) + (f"; and {plural(len(parts) - 4, 'more row')}" if len(parts) > 4 else "")
 
 
-def _pilot_line(pilot: pd.DataFrame) -> str:
+def pilot_line(pilot: pd.DataFrame) -> str:
     smallest = curves.smallest_budget(pilot)
-    per = "; ".join(f"{r['budget']} epochs: {r['plateaued']} of {plural(r['cells'], 'cell')} plateaued"
+    per = "; ".join(f"{r['budget']} epochs: {r['plateaued_cells']} of {plural(r['cells'], 'cell')} plateaued"
+                    + (f" ({plural(r['runs_pending'], 'run')} to finish)" if r["runs_pending"] else "")
                     for _, r in pilot.iterrows())
     tail = (f"the smallest budget at which every cell plateaued is {smallest} epochs" if smallest else
-            "no budget tried let every cell plateau")
+            "no budget tried let every cell plateau" if not pilot["runs_pending"].any() else
+            "no budget has yet shown every cell plateaued")
     return f"Budget pilot (validation only): {per}; {tail}."
 
 
