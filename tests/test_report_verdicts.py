@@ -201,6 +201,14 @@ def test_plateau_and_the_budget_pilot_read_validation_only(tmp_path: Path) -> No
                     & (plateau["weight_decay"] == "0")
                     & (plateau["schedule"] == "constant")].iloc[0]
     assert first["rise"] == pytest.approx(slope * 4)
+    # its interval: one line through both seeds' own points, an intercept per seed, as statsmodels fits it
+    points = s.runs.epochs[(s.runs.epochs["epochs"].astype(str) == "20") & (s.runs.epochs["augment"] == "notebook")
+                           & (s.runs.epochs["weight_decay"].astype(str) == "0")
+                           & (s.runs.epochs["schedule"] == "constant") & (s.runs.epochs["epoch"] >= 16)]
+    fit = smf.ols("val_acc ~ epoch + C(seed)", points.assign(seed=points["seed"].astype(str))).fit()
+    low, high = fit.conf_int().loc["epoch"] * 4
+    assert fit.params["epoch"] * 4 == pytest.approx(first["rise"])  # balanced seeds: the seed-mean line's slope
+    assert (first["rise_ci_low"], first["rise_ci_high"]) == (pytest.approx(low), pytest.approx(high))
     budgets = s.tables["budgets"].set_index("budget")
     assert bool(budgets.loc["20", "all_plateaued"]) and not bool(budgets.loc["4", "all_plateaued"])
     assert "the smallest budget at which every cell plateaued is 20 epochs" in " ".join(answer(s))

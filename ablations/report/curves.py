@@ -19,6 +19,7 @@ import math
 
 import numpy as np
 import pandas as pd
+from scipy import stats as sps
 
 from ablations.config import Status
 from ablations.report import analysis, stats
@@ -107,21 +108,45 @@ def closes(effects: pd.DataFrame, axis: str, level: str, margin: float = math.na
 
 def plateau(r: Runs, points: float) -> pd.DataFrame:
     """Per cell: the rise (points) of the least-squares line through its seed-mean validation
-    accuracy over the epochs of the last fifth of training (at least the last two), over that span."""
+    accuracy over the epochs of the last fifth of training (at least the last two), over that span,
+    with the 95% interval of that rise from the seeds' own points (one line per cell, an intercept per
+    seed). The verdict uses the rise itself; the interval says how well the seeds resolve it: where
+    validation accuracy jitters from epoch to epoch, a 0.2-point rise is inside the noise."""
     curves = val_curves(r)
+    per_seed = dict(iter(_validated(r).groupby(r.keys, observed=True, sort=True)))
     rows = []
     for key, cell in curves.groupby(r.keys, observed=True, sort=True):
+        key = key if isinstance(key, tuple) else (key,)
         last = int(cell["epoch"].max())
         first = last - max(1, round(LAST_FIFTH * last))
         window = cell[cell["epoch"] >= first]
-        rise = math.nan
+        rise, low, high = math.nan, math.nan, math.nan
         if len(window) >= 2:
             slope = float(np.polyfit(window["epoch"].to_numpy(float), window["val_acc"].to_numpy(float), 1)[0])
             rise = slope * (last - first)
-        rows.append({**dict(zip(r.keys, key if isinstance(key, tuple) else (key,), strict=True)), "last_epoch": last,
-                     "window": f"{first}–{last}", "final_val_acc": float(cell["val_acc"].iloc[-1]), "rise": rise,
-                     "plateaued": bool(rise < points) if math.isfinite(rise) else pd.NA})
-    return pd.DataFrame(rows, columns=[*r.keys, "last_epoch", "window", "final_val_acc", "rise", "plateaued"])
+            seeds = per_seed[key]
+            low, high = (span * (last - first) for span in _slope_interval(seeds[seeds["epoch"] >= first]))
+        rows.append({**dict(zip(r.keys, key, strict=True)), "last_epoch": last, "window": f"{first}–{last}",
+                     "final_val_acc": float(cell["val_acc"].iloc[-1]), "rise": rise, "rise_ci_low": low,
+                     "rise_ci_high": high, "plateaued": bool(rise < points) if math.isfinite(rise) else pd.NA})
+    return pd.DataFrame(rows, columns=[*r.keys, "last_epoch", "window", "final_val_acc", "rise", "rise_ci_low",
+                                       "rise_ci_high", "plateaued"])
+
+
+def _slope_interval(points: pd.DataFrame) -> tuple[float, float]:
+    """95% t interval of the common slope of validation accuracy on epoch, an intercept per seed (OLS);
+    NaN where no residual degree of freedom is left."""
+    seeds = sorted(points["seed"].unique())
+    x = np.column_stack([points["epoch"].to_numpy(float)] + [(points["seed"] == s).to_numpy(float) for s in seeds])
+    y = points["val_acc"].to_numpy(float)
+    df = len(y) - x.shape[1]
+    if df < 1:
+        return math.nan, math.nan
+    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
+    sigma2 = float(((y - x @ coef) ** 2).sum()) / df
+    se = math.sqrt(sigma2 * float(np.linalg.inv(x.T @ x)[0, 0]))
+    t = float(sps.t.ppf(0.975, df))
+    return float(coef[0]) - t * se, float(coef[0]) + t * se
 
 
 def budgets(r: Runs, table: pd.DataFrame) -> pd.DataFrame:
