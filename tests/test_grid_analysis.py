@@ -66,3 +66,22 @@ def test_a_store_written_before_the_key_resumes_and_a_new_one_keeps_it(tmp_path:
     with Store.open_existing(store_path(tmp_path / "report")) as store:
         plan = load_runs(store).plan
     assert plan.declared and plan.margins == ANALYSIS["margins"]
+
+
+def test_the_analysis_may_change_until_a_run_starts_and_never_after(tmp_path: Path) -> None:
+    declared = grid_from_dict("study", {**RAW, "analysis": ANALYSIS})
+    wider = grid_from_dict("study", {**RAW, "analysis": {**ANALYSIS, "margins": {"augment": 1.0}}})
+    with Store(store_path(tmp_path)) as store:
+        store.enqueue(declared.configs(), grid="study", grid_spec=declared.spec())
+        store.enqueue(wider.configs(), grid="study", grid_spec=wider.spec())  # nothing ran: still a plan
+        assert store.grid()["analysis"]["margins"] == {"augment": 1.0}
+        assert store.claim(declared.configs()[0].run_id, "owner") == 1  # the first run starts
+        before = store.grid()
+        for changed in (declared, grid_from_dict("study", RAW)):  # another margin, or none declared at all
+            with pytest.raises(UserError, match="whose \\[analysis\\] was fixed when its first run started") as err:
+                store.check_grid(changed.spec())
+            assert '"augment": 1.0' in str(err.value) and "another --results folder" in str(err.value)
+            with pytest.raises(UserError):
+                store.enqueue(changed.configs(), grid="study", grid_spec=changed.spec())
+        store.enqueue(wider.configs(), grid="study", grid_spec=wider.spec())  # the same analysis resumes
+        assert store.grid() == before

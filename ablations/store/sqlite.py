@@ -129,6 +129,10 @@ def store_path(results: str | os.PathLike) -> Path:
     return Path(results) / STORE_NAME
 
 
+# A run has started once it was ever claimed: from then on the grid's [analysis] is fixed.
+STARTED_SQL = "SELECT 1 FROM runs WHERE status != 'queued' OR attempts > 0 LIMIT 1"
+
+
 class Store:
     """Queue, claims and results of an ablation grid; safe to share between processes.
 
@@ -293,14 +297,16 @@ class Store:
 
     def check_grid(self, grid_spec: dict[str, Any]) -> None:
         """Raise the one-line error `enqueue` would, without writing anything."""
-        self._merged_grid(self.grid(), grid_spec)
+        started = bool(self._query(STARTED_SQL, ())) if self.grid() is not None else False
+        self._merged_grid(self.grid(), grid_spec, started)
 
     def _record_grid(self, db: sqlite3.Connection, grid_spec: dict[str, Any]) -> None:
         row = db.execute("SELECT value FROM meta WHERE key = 'grid'").fetchone()
-        merged = self._merged_grid(json.loads(row[0]) if row else None, grid_spec)
+        started = db.execute(STARTED_SQL).fetchone() is not None
+        merged = self._merged_grid(json.loads(row[0]) if row else None, grid_spec, started)
         db.execute("INSERT OR REPLACE INTO meta VALUES ('grid', ?)", (json.dumps(merged, sort_keys=True),))
 
-    def _merged_grid(self, held: dict[str, Any] | None, new: dict[str, Any]) -> dict[str, Any]:
+    def _merged_grid(self, held: dict[str, Any] | None, new: dict[str, Any], started: bool) -> dict[str, Any]:
         new = json.loads(json.dumps(new))  # tuples as lists, as stored
         if held is None:
             return new
@@ -310,8 +316,19 @@ class Store:
                 f"{self.path.parent} holds grid {held.get('name')!r} with other settings; a store holds one grid: "
                 f"give this one another --results folder"
             )
-        return {**held, "seeds": sorted(set(held.get("seeds", [])) | set(new.get("seeds", [])))}
-
+        merged = {**held, "seeds": sorted(set(held.get("seeds", [])) | set(new.get("seeds", [])))}
+        if held.get("analysis") == new.get("analysis"):
+            return merged
+        # The analysis is pre-registered: it may change until a run starts, never after (a margin or scale
+        # chosen after seeing runs would be chosen on them).
+        if started:
+            raise UserError(
+                f"{self.path.parent} holds grid {held.get('name')!r} whose [analysis] was fixed when its first run "
+                f"started ({json.dumps(held.get('analysis', 'none: the defaults'), sort_keys=True)}); restore it in "
+                f"the grid file, or run the changed grid into another --results folder"
+            )
+        merged.pop("analysis", None)
+        return {**merged, **({"analysis": new["analysis"]} if "analysis" in new else {})}
 
     def status_of(self, run_ids: Iterable[str]) -> dict[str, str]:
         """Status per run id; ids not in the store are left out."""
