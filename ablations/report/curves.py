@@ -5,7 +5,8 @@
   as the final verdicts, fitted to that epoch's validation accuracy), back in points.
 - `plateau`: per cell, the rise of a least-squares line through its seed-mean validation accuracy
   over the last fifth of training; a cell whose line rises less than the declared plateau
-  (`[analysis] plateau_points`) has plateaued.
+  (`[analysis] plateau_points`) has plateaued. Beside that verdict, what the seeds resolve: the rise's
+  interval lies under the plateau (flat, shown), above it (still rising, shown), or straddles it.
 - `budgets`: for a budget pilot (a grid with an `epochs` axis), whether every cell plateaued at
   each budget, and the smallest budget at which they all did.
 
@@ -19,7 +20,7 @@ import math
 
 import numpy as np
 import pandas as pd
-from scipy import stats as sps
+import statsmodels.formula.api as smf
 
 from ablations.config import Status
 from ablations.report import analysis, stats
@@ -29,6 +30,7 @@ from ablations.report.scale import LOGIT, PCT, centred_logit, expit, to_scale
 
 BUDGET = "epochs"  # the axis a budget pilot varies
 LAST_FIFTH = 0.2
+FLAT, RISING, UNRESOLVED = "flat", "still rising", "not resolved"
 
 
 def _validated(r: Runs) -> pd.DataFrame:
@@ -111,7 +113,8 @@ def plateau(r: Runs, points: float) -> pd.DataFrame:
     accuracy over the epochs of the last fifth of training (at least the last two), over that span,
     with the 95% interval of that rise from the seeds' own points (one line per cell, an intercept per
     seed). The verdict uses the rise itself; the interval says how well the seeds resolve it: where
-    validation accuracy jitters from epoch to epoch, a 0.2-point rise is inside the noise."""
+    validation accuracy jitters from epoch to epoch, a 0.2-point rise is inside the noise: `shown` says
+    whether the interval lies under the plateau (flat), above it (still rising), or neither."""
     curves = val_curves(r)
     per_seed = dict(iter(_validated(r).groupby(r.keys, observed=True, sort=True)))
     rows = []
@@ -128,29 +131,36 @@ def plateau(r: Runs, points: float) -> pd.DataFrame:
             low, high = (span * (last - first) for span in _slope_interval(seeds[seeds["epoch"] >= first]))
         rows.append({**dict(zip(r.keys, key, strict=True)), "last_epoch": last, "window": f"{first}–{last}",
                      "final_val_acc": float(cell["val_acc"].iloc[-1]), "rise": rise, "rise_ci_low": low,
-                     "rise_ci_high": high, "plateaued": bool(rise < points) if math.isfinite(rise) else pd.NA})
+                     "rise_ci_high": high, "plateaued": bool(rise < points) if math.isfinite(rise) else pd.NA,
+                     "shown": resolved(low, high, points)})
     return pd.DataFrame(rows, columns=[*r.keys, "last_epoch", "window", "final_val_acc", "rise", "rise_ci_low",
-                                       "rise_ci_high", "plateaued"])
+                                       "rise_ci_high", "plateaued", "shown"])
+
+
+def resolved(low: float, high: float, points: float) -> str:
+    """What a rise's interval shows against the plateau: flat (all of it under), still rising (all of it
+    at or over), or not resolved (it straddles the plateau, or there is no interval)."""
+    if high < points:
+        return FLAT
+    if low >= points:
+        return RISING
+    return UNRESOLVED
 
 
 def _slope_interval(points: pd.DataFrame) -> tuple[float, float]:
     """95% t interval of the common slope of validation accuracy on epoch, an intercept per seed (OLS);
     NaN where no residual degree of freedom is left."""
-    seeds = sorted(points["seed"].unique())
-    x = np.column_stack([points["epoch"].to_numpy(float)] + [(points["seed"] == s).to_numpy(float) for s in seeds])
-    y = points["val_acc"].to_numpy(float)
-    df = len(y) - x.shape[1]
-    if df < 1:
+    data = points.assign(seed=points["seed"].astype(str))
+    fit = smf.ols("val_acc ~ epoch + C(seed)" if data["seed"].nunique() > 1 else "val_acc ~ epoch", data).fit()
+    if fit.df_resid < 1:
         return math.nan, math.nan
-    coef, *_ = np.linalg.lstsq(x, y, rcond=None)
-    sigma2 = float(((y - x @ coef) ** 2).sum()) / df
-    se = math.sqrt(sigma2 * float(np.linalg.inv(x.T @ x)[0, 0]))
-    t = float(sps.t.ppf(0.975, df))
-    return float(coef[0]) - t * se, float(coef[0]) + t * se
+    low, high = fit.conf_int().loc["epoch"]
+    return float(low), float(high)
 
 
 def budgets(r: Runs, table: pd.DataFrame) -> pd.DataFrame:
-    """Per budget of a pilot: the design's cells, how many of them plateaued, the runs still to finish,
+    """Per budget of a pilot: the design's cells, how many of them plateaued (and how many the seeds show
+    still rising), the runs still to finish,
     and whether every cell plateaued. A budget with a run still to finish, or a cell without a
     measured curve, has not shown that every cell plateaued: a pilot cannot pick it yet."""
     if BUDGET not in r.axes or table.empty:
@@ -160,9 +170,11 @@ def budgets(r: Runs, table: pd.DataFrame) -> pd.DataFrame:
     for budget in budget_levels(r):
         part = table[table[BUDGET].astype(str) == budget]
         plateaued = int(part["plateaued"].fillna(False).astype(bool).sum())
+        rising = int((part["shown"] == RISING).sum())
         runs = r.runs[r.runs[BUDGET].astype(str) == budget]
         pending = int((runs["status"] != Status.DONE).sum())
-        rows.append({"budget": budget, "cells": cells, "plateaued_cells": plateaued, "runs_pending": pending,
+        rows.append({"budget": budget, "cells": cells, "plateaued_cells": plateaued, "rising_cells": rising,
+                     "runs_pending": pending,
                      "all_plateaued": pending == 0 and plateaued == cells})
     return pd.DataFrame(rows)
 

@@ -106,6 +106,7 @@ def _disagreements(table: pd.DataFrame) -> str:
 def pilot_line(pilot: pd.DataFrame) -> str:
     smallest = curves.smallest_budget(pilot)
     per = "; ".join(f"{r['budget']} epochs: {r['plateaued_cells']} of {plural(r['cells'], 'cell')} plateaued"
+                    + (f", {r['rising_cells']} shown still rising" if r["rising_cells"] else "")
                     + (f" ({plural(r['runs_pending'], 'run')} to finish)" if r["runs_pending"] else "")
                     for _, r in pilot.iterrows())
     tail = (f"the smallest budget at which every cell plateaued is {smallest} epochs" if smallest else

@@ -297,8 +297,9 @@ class Store:
 
     def check_grid(self, grid_spec: dict[str, Any]) -> None:
         """Raise the one-line error `enqueue` would, without writing anything."""
-        started = bool(self._query(STARTED_SQL, ())) if self.grid() is not None else False
-        self._merged_grid(self.grid(), grid_spec, started)
+        held = self.grid()
+        started = held is not None and bool(self._query(STARTED_SQL, ()))
+        self._merged_grid(held, grid_spec, started)
 
     def _record_grid(self, db: sqlite3.Connection, grid_spec: dict[str, Any]) -> None:
         row = db.execute("SELECT value FROM meta WHERE key = 'grid'").fetchone()
