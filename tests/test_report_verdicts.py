@@ -257,3 +257,16 @@ def test_the_effect_at_every_epoch_is_the_model_of_that_epoch(logit_study) -> No
     full = " ".join(reading(s))
     assert "augmentation gap on validation accuracy does not close" in full
     assert "A step schedule's effect is only defined at the end of its own schedule" in full
+
+
+def test_a_run_alone_in_its_cell_leaves_hc3_undefined_and_the_report_on_the_classical_test(tmp_path: Path) -> None:
+    # a store while its last seed runs: one cell has a single done run, whose leverage is 1, so HC3
+    # divides 0 by 0; the ANOVA keeps its classical columns and leaves the robust ones empty
+    s = study_of(tmp_path, seeds=(0, 1))
+    alone = s.runs.runs.loc[(s.runs.runs["seed"] == 1) & (s.runs.runs["augment"] == "notebook")
+                            & (s.runs.runs["weight_decay"].astype(str) == "0")
+                            & (s.runs.runs["schedule"] == "step"), "run_id"]
+    partial = analyse(queued(s.runs, list(alone)), None, 0.98)
+    anova = partial.tables["anova"].set_index("term")
+    assert anova.loc["augment", "p"] < 0.05 and anova.loc["augment", "F"] > 0
+    assert anova["p_hc3"].isna().all() and anova["F_hc3"].isna().all()

@@ -125,7 +125,7 @@ def anova(model: Factorial) -> pd.DataFrame:
     """Per term: Type II sums of squares, classical F and p, partial eta squared, and the HC3 F and p;
     `significant` by the model's own covariance (`Factorial.covariance`)."""
     classical = anova_lm(model.classical, typ=2)
-    robust = anova_lm(model.classical, typ=2, robust="hc3")
+    robust = _robust_anova(model.classical)
     ss_resid = float(classical.loc["Residual", "sum_sq"])
     rows = []
     for raw, row in classical.iterrows():
@@ -134,8 +134,8 @@ def anova(model: Factorial) -> pd.DataFrame:
             "term": term_name(raw), "df": row["df"], "sum_sq": row["sum_sq"],
             "F": np.nan if is_resid else row["F"], "p": np.nan if is_resid else row["PR(>F)"],
             "partial_eta_sq": np.nan if is_resid else row["sum_sq"] / (row["sum_sq"] + ss_resid),
-            "F_hc3": np.nan if is_resid else robust.loc[raw, "F"],
-            "p_hc3": np.nan if is_resid else robust.loc[raw, "PR(>F)"],
+            "F_hc3": np.nan if is_resid or robust is None else robust.loc[raw, "F"],
+            "p_hc3": np.nan if is_resid or robust is None else robust.loc[raw, "PR(>F)"],
         })
     frame = pd.DataFrame(rows)
     # Effects first (main effects, then interactions by order), the block and the residual last.
@@ -143,6 +143,14 @@ def anova(model: Factorial) -> pd.DataFrame:
     frame = frame.assign(_order=order).sort_values("_order", kind="stable").drop(columns="_order")
     frame["significant"] = frame["p_hc3" if model.covariance == HC3 else "p"] < ALPHA
     return frame.reset_index(drop=True)
+
+
+def _robust_anova(fit: RegressionResultsWrapper) -> pd.DataFrame | None:
+    """The HC3 Type II table, or None where HC3 is undefined: a run with leverage 1 (alone in its cell,
+    as in a store whose other seeds are still running) has a residual of 0 divided by 0."""
+    if float(np.max(fit.get_influence().hat_matrix_diag)) > 1 - 1e-9:
+        return None
+    return anova_lm(fit, typ=2, robust="hc3")
 
 
 def qualifiers(factor: str, interactions: list[tuple[str, ...]]) -> list[str]:
@@ -232,7 +240,9 @@ def estimate(model: Factorial, contrasts: np.ndarray, *, simultaneous: bool = Tr
     if m == 0:
         return pd.DataFrame(columns=["diff", "se", "df", "p", "diff_ci_low", "diff_ci_high", "p_holm", "family"])
     result = model.fit_of(covariance)
-    test = result.t_test(contrasts)
+    with warnings.catch_warnings():  # HC3 with a run alone in its cell is NaN (0/0): shown as "–", not warned
+        warnings.simplefilter("ignore", RuntimeWarning)
+        test = result.t_test(contrasts)
     alpha = ALPHA / m if simultaneous else ALPHA
     ci = np.asarray(test.conf_int(alpha=alpha))
     frame = pd.DataFrame({
