@@ -96,8 +96,10 @@ def _grid_sections(s: Study, figures: list[Plot], formats: tuple[str, ...], out:
             return []
         return [Section(TITLES[name], [*(extra or []), table(name, note)], collapsed, level)]
 
-    blocks: list[Block] = [Answer([*by_name["effects"].blocks(), Bullets(answer(s))]),
-                           *by_name["learning_curves"].blocks(),
+    # a budget pilot leads with the validation curves its answer is read from
+    first, second = ("learning_curves", "effects") if len(t.get("budgets", ())) else ("effects", "learning_curves")
+    blocks: list[Block] = [Answer([*by_name[first].blocks(), Bullets(answer(s))]),
+                           *by_name[second].blocks(),
                            Section("Full reading", [Bullets(reading(s))], collapsed=True),
                            Section("What was run", [Facts(overview(r))], collapsed=True)]
     blocks += section("cells", f"Done runs only; final model. Mean ± std over seeds; the {PERCENT} interval counts "

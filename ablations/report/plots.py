@@ -28,6 +28,7 @@ from ablations.schedules import lr_curve, make_schedule
 
 STEPS_PER_EPOCH = 100  # resolution at which a schedule is read for its decays
 FACETS = ("augment", "weight_decay")  # columns, rows; the hue is the schedule where it varies
+MIN_BAND_SEEDS = 3  # with two seeds the t interval of a mean is +-12.7 standard errors: a band over everything
 
 
 class Skip(Exception):
@@ -95,18 +96,23 @@ def curves(r: Runs, table: pd.DataFrame) -> tuple[plt.Figure, str]:
     fig, axes = plt.subplots(len(rows), len(cols), figsize=(0.6 + 3.3 * len(cols), 0.5 + 2.3 * len(rows)),
                              sharex=True, sharey=True, squeeze=False, layout="constrained")
     keys = [k for k in (hue, style) if k]
+    low, high = float(table["val_acc"].min()), float(table["val_acc"].max())
+    pad = max(0.5, 0.15 * (high - low))  # the means decide the scale; a wide band runs off it, not the lines
+    axes[0][0].set_ylim(low - pad, min(100.0, high + pad))  # before the end labels, which are spaced within it
     for (i, rl), (j, cl) in ((a, b) for a in enumerate(rows) for b in enumerate(cols)):
         ax = axes[i][j]
         part = _select(table, {col: cl, row: rl})
         ends = []
         for key, line in (part.groupby(keys, observed=True, sort=True) if keys else [((), part)]):
             key = key if isinstance(key, tuple) else (key,)
-            line = line.groupby("epoch", sort=True)[["val_acc", "val_acc_ci_low", "val_acc_ci_high"]].mean()
+            line = line.groupby("epoch", sort=True)[["n", "val_acc", "val_acc_ci_low", "val_acc_ci_high"]].agg(
+                {"n": "min", "val_acc": "mean", "val_acc_ci_low": "mean", "val_acc_ci_high": "mean"})
             colour = palette[hue][str(key[0])] if hue else "#0072B2"
             dashes = "--" if style and str(key[-1]) != r.levels(style)[0] else "-"
             ax.plot(line.index, line["val_acc"], dashes, color=colour, lw=1.6, marker="o", ms=2.5)
-            ax.fill_between(line.index, line["val_acc_ci_low"], line["val_acc_ci_high"], color=colour, alpha=0.15,
-                            lw=0)
+            banded = line["n"] >= MIN_BAND_SEEDS
+            ax.fill_between(line.index, line["val_acc_ci_low"], line["val_acc_ci_high"], where=banded.to_numpy(),
+                            color=colour, alpha=0.15, lw=0)
             ends.append((line.index[-1], line["val_acc"].iloc[-1], " ".join(map(str, key)), colour))
         for epoch in decays(r):
             ax.axvline(epoch, color=palette.get("schedule", {}).get("step", "#444444"), lw=0.8, ls=":")
@@ -118,13 +124,10 @@ def curves(r: Runs, table: pd.DataFrame) -> tuple[plt.Figure, str]:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     for ax in axes[:, 0]:
         ax.set_ylabel("validation accuracy (%)")
-    low, high = float(table["val_acc"].min()), float(table["val_acc"].max())
-    pad = max(0.5, 0.15 * (high - low))  # the means decide the scale; a wide band runs off it, not the lines
-    axes[0][0].set_ylim(low - pad, min(100.0, high + pad))
     named = " and ".join(f"{k}" for k in keys) or "cell"
     marked = " Dotted: the step schedule's decay." if decays(r) else ""
-    return fig, (f"Mean over seeds (line) and the 95% t interval of the seeds' mean (band, on the logit scale), "
-                 f"done runs only; colour{' and dash' if style else ''}"
+    return fig, (f"Mean over seeds (line) and the 95% t interval of the seeds' mean (band, on the logit scale, "
+                 f"drawn where {MIN_BAND_SEEDS} or more seeds are done), done runs only; colour{' and dash' if style else ''}"
                  f": {named}, labelled at the line's end.{marked}")
 
 
@@ -145,6 +148,10 @@ def _label_ends(ax: plt.Axes, ends: list[tuple[float, float, str, str]]) -> None
     for x, y, text, colour in sorted(ends, key=lambda e: e[1]):
         y = max([y, *[p + gap for p in placed]]) if placed else y
         placed.append(y)
+    # a stack pushed past the top slides down as a whole, so every label stays beside its axes
+    shift = max(0.0, placed[-1] - (high - gap / 2)) if placed else 0.0
+    for (x, _, text, colour), y in zip(sorted(ends, key=lambda e: e[1]), placed, strict=True):
+        y = max(low + gap / 2, y - shift)
         ax.annotate(f" {text}", (x, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8,
                     color=colour, annotation_clip=False)
 

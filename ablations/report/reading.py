@@ -35,9 +35,13 @@ MAX_ANSWER = 10  # lines above the fold
 
 # ---- the answer ----------------------------------------------------------------------------
 def answer(s: Study) -> list[str]:
-    """At most ten short lines: the budget caveat first when under-trained, one line per factor
+    """At most ten short lines: a budget pilot's answer first (the smallest budget at which every cell
+    plateaued), the budget caveat when under-trained, one line per factor
     with its verdict, one for the interactions, then what the verdicts rest on."""
-    out = [caveat(s.training)] if s.training is not None and s.training.under_trained else []
+    pilot = s.tables.get("budgets", pd.DataFrame())
+    out = [pilot_line(pilot)] if len(pilot) else []  # a budget pilot exists to answer this one question
+    if s.training is not None and s.training.under_trained:
+        out.append(caveat(s.training))
     if s.model is None:
         return out + [f"No verdicts: {s.model_note or 'no run is done'}."]
     effects = s.tables["effects"]
@@ -50,9 +54,6 @@ def answer(s: Study) -> list[str]:
     flips = _disagreements(s.tables["sensitivity"])
     out.append(f"Sensitivity: {flips}." if flips else "Sensitivity: no other scale, covariance, seed-level test or "
                "left-out run changes a verdict.")
-    pilot = s.tables.get("budgets", pd.DataFrame())
-    if len(pilot):
-        out.append(pilot_line(pilot))
     return out[:MAX_ANSWER]
 
 
