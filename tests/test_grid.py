@@ -83,8 +83,7 @@ def test_command_line_edits():
 @pytest.mark.parametrize(
     "call,message",
     [
-        (lambda: load_grid("nope"), "unknown grid 'nope'; choose one of: full, notebook, notebook_cpu, notebook_pilot, notebook_pilot_long, "
-         "precision_parity, quick, smoke"),
+        (lambda: load_grid("nope"), f"unknown grid 'nope'; choose one of: {', '.join(available_grids())}"),
         (lambda: load_grid("seed"), "unknown grid 'seed'"),
         (lambda: grid_from_dict("g", {"seeds": "two"}), "seeds: expected a count such as 5 or a list"),
         (lambda: grid_from_dict("g", {"seeds": 2.5}), "seeds: expected a count such as 5 or a list"),

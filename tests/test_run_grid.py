@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ablations.grid.spec import available_grids
 from ablations.store.sqlite import Store, store_path
 
 SMOKE_RUNS = 8
@@ -207,7 +208,7 @@ def test_a_failing_run_is_recorded_and_the_grid_goes_on(results_dir):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--grid", "nope"], "error: unknown grid 'nope'; choose one of: full, notebook, notebook_cpu, notebook_pilot, precision_parity, quick, smoke"),
+        (["--grid", "nope"], f"error: unknown grid 'nope'; choose one of: {', '.join(available_grids())}, or give a .toml path"),
         (["--axis", "colour=red"], "error: unknown setting 'colour'; choose one of:"),
         (["--axis", "augment=none,mixup"], "error: unknown augmentation policy 'mixup'"),
         (["--set", "weight-decay=-1"], "error: weight-decay must be 0 or more"),
