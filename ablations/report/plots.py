@@ -144,13 +144,13 @@ def _label_ends(ax: plt.Axes, ends: list[tuple[float, float, str, str]]) -> None
     """Direct labels at the right end of each line, nudged apart so they do not overlap."""
     low, high = ax.get_ylim()
     gap = (high - low) * 0.07
+    ends = sorted(ends, key=lambda e: e[1])
     placed: list[float] = []
-    for x, y, text, colour in sorted(ends, key=lambda e: e[1]):
-        y = max([y, *[p + gap for p in placed]]) if placed else y
-        placed.append(y)
+    for end in ends:
+        placed.append(max([end[1], *[p + gap for p in placed]]) if placed else end[1])
     # a stack pushed past the top slides down as a whole, so every label stays beside its axes
     shift = max(0.0, placed[-1] - (high - gap / 2)) if placed else 0.0
-    for (x, _, text, colour), y in zip(sorted(ends, key=lambda e: e[1]), placed, strict=True):
+    for (x, _, text, colour), y in zip(ends, placed, strict=True):
         y = max(low + gap / 2, y - shift)
         ax.annotate(f" {text}", (x, y), xytext=(4, 0), textcoords="offset points", va="center", fontsize=8,
                     color=colour, annotation_clip=False)
