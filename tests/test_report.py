@@ -165,6 +165,16 @@ def test_mixed_hardware_is_a_warning(tmp_path: Path) -> None:
     assert machines[["precision", "runs", "done"]].values.tolist() == [["bf16", 2, 2], ["fp32", 2, 2]]
 
 
+def test_one_machine_named_in_two_spellings_is_one_machine(tmp_path: Path) -> None:
+    # older runs recorded "(1 threads)"; the same machine later records "(1 thread)"
+    build_store(tmp_path, wds=(0.0,), schedules=("constant",), seeds=(0, 1), extras=False,
+                provenance=lambda i: {**PROVENANCE, "device_name": f"Test CPU (1 thread{'s' if i % 2 else ''})"})
+    page = publish(tmp_path, tmp_path, formats=("md", "csv")).read_text()
+    assert "Warning" not in page and "Test CPU (1 thread), precision fp32" in page
+    machines = pd.read_csv(tmp_path / "tables" / "machines.csv")
+    assert machines[["device_name", "runs"]].values.tolist() == [["Test CPU (1 thread)", 4]]
+
+
 def test_precision_as_the_studied_axis_is_no_hardware_warning() -> None:
     """The published parity study: one machine, fp32 and bf16 by design."""
     from ablations.report.budget import hardware

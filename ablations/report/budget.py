@@ -130,13 +130,15 @@ def hardware(r: Runs) -> tuple[str, str | None]:
     """The hardware line (device, resolved precision, CPU capability), and a warning when the
     runs of this store come from more than one of them."""
     prov = [p for p, s in zip(r.runs["provenance"], r.runs["status"], strict=True) if p and s != Status.QUEUED]
-    combos = Counter(tuple(str(p.get(k) or "unknown") for k in HARDWARE_KEYS) for p in prov)
+    # one machine under two spellings of its name ("(1 threads)" from older runs) is one machine
+    combos = Counter((device(str(p.get("device_name") or "unknown")), *(str(p.get(k) or "unknown")
+                                                                      for k in HARDWARE_KEYS[1:])) for p in prov)
     if not combos:
         return "unknown (no run recorded its provenance)", None
 
     def describe(combo: tuple[str, ...]) -> str:
         name, precision, capability = combo
-        return f"{device(name)}, precision {precision}, CPU capability {capability}"
+        return f"{name}, precision {precision}, CPU capability {capability}"
     shared = max(int(p.get("concurrent_runs") or 1) for p in prov)
     if shared > 1:  # images/s and wall time of a run measured beside others on the same device
         def describe(combo: tuple[str, ...], plain=describe) -> str:
