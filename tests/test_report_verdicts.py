@@ -209,10 +209,11 @@ def test_plateau_and_the_budget_pilot_read_validation_only(tmp_path: Path) -> No
     low, high = fit.conf_int().loc["epoch"] * 4
     assert fit.params["epoch"] * 4 == pytest.approx(first["rise"])  # balanced seeds: the seed-mean line's slope
     assert (first["rise_ci_low"], first["rise_ci_high"]) == (pytest.approx(low), pytest.approx(high))
-    assert first["shown"] == ("flat" if high < 0.2 else "still rising" if low >= 0.2 else "not resolved")
+    assert first["shown"] == ("gains under 0.2" if high < 0.2 else "gains 0.2 or more" if low >= 0.2
+                              else "not resolved")
     # at 4 epochs the augmented cells are cut in the steep part of their curve: the seeds show the rise
     short = plateau[plateau["last_epoch"] == 4].set_index("augment")["shown"]
-    assert (short.loc["notebook"] == "still rising").all() and (short.loc["none"] == "flat").all()
+    assert (short.loc["notebook"] == "gains 0.2 or more").all() and (short.loc["none"] == "gains under 0.2").all()
     assert s.tables["budgets"].set_index("budget").loc["4", "rising_cells"] == 4
     assert "4 epochs: 4 of 8 cells plateaued, 4 shown still rising" in " ".join(answer(s))
     budgets = s.tables["budgets"].set_index("budget")
@@ -233,9 +234,10 @@ def test_plateau_and_the_budget_pilot_read_validation_only(tmp_path: Path) -> No
     assert not pilot.loc["4", "all_plateaued"] and pilot.loc["4", "plateaued_cells"] == 0
 
 
-def test_a_rise_is_shown_flat_or_rising_only_by_an_interval_clear_of_the_plateau() -> None:
-    assert curves.resolved(-0.1, 0.19, 0.2) == "flat"
-    assert curves.resolved(0.2, 1.5, 0.2) == "still rising"
+def test_a_gain_is_shown_under_or_over_the_plateau_only_by_an_interval_clear_of_it() -> None:
+    assert curves.resolved(-0.1, 0.19, 0.2) == "gains under 0.2"
+    assert curves.resolved(-1.5, -0.1, 0.2) == "gains under 0.2"  # a falling line has not risen either
+    assert curves.resolved(0.2, 1.5, 0.2) == "gains 0.2 or more"
     assert curves.resolved(-0.3, 0.25, 0.2) == "not resolved"  # a point estimate under 0.2 is not enough
     assert curves.resolved(math.nan, math.nan, 0.2) == "not resolved"  # one seed, two epochs: no interval
 

@@ -6,7 +6,7 @@
 - `plateau`: per cell, the rise of a least-squares line through its seed-mean validation accuracy
   over the last fifth of training; a cell whose line rises less than the declared plateau
   (`[analysis] plateau_points`) has plateaued. Beside that verdict, what the seeds resolve: the rise's
-  interval lies under the plateau (flat, shown), above it (still rising, shown), or straddles it.
+  interval lies under the plateau ("gains under 0.2"), at or over it ("gains 0.2 or more"), or straddles it.
 - `budgets`: for a budget pilot (a grid with an `epochs` axis), whether every cell plateaued at
   each budget, and the smallest budget at which they all did.
 
@@ -30,7 +30,7 @@ from ablations.report.scale import LOGIT, PCT, centred_logit, expit, to_scale
 
 BUDGET = "epochs"  # the axis a budget pilot varies
 LAST_FIFTH = 0.2
-FLAT, RISING, UNRESOLVED = "flat", "still rising", "not resolved"
+UNRESOLVED, RISING_TAIL = "not resolved", " or more"
 
 
 def _validated(r: Runs) -> pd.DataFrame:
@@ -114,7 +114,7 @@ def plateau(r: Runs, points: float) -> pd.DataFrame:
     with the 95% interval of that rise from the seeds' own points (one line per cell, an intercept per
     seed). The verdict uses the rise itself; the interval says how well the seeds resolve it: where
     validation accuracy jitters from epoch to epoch, a 0.2-point rise is inside the noise: `shown` says
-    whether the interval lies under the plateau (flat), above it (still rising), or neither."""
+    whether the interval lies under the plateau, at or over it, or neither."""
     curves = val_curves(r)
     per_seed = dict(iter(_validated(r).groupby(r.keys, observed=True, sort=True)))
     rows = []
@@ -138,13 +138,22 @@ def plateau(r: Runs, points: float) -> pd.DataFrame:
 
 
 def resolved(low: float, high: float, points: float) -> str:
-    """What a rise's interval shows against the plateau: flat (all of it under), still rising (all of it
-    at or over), or not resolved (it straddles the plateau, or there is no interval)."""
+    """What a rise's interval shows against the plateau: a gain under it (all of the interval under; a
+    falling line too), a gain of it or more (all of the interval at or over), or not resolved (it
+    straddles the plateau, or there is no interval)."""
     if high < points:
-        return FLAT
+        return under(points)
     if low >= points:
-        return RISING
+        return rising(points)
     return UNRESOLVED
+
+
+def under(points: float) -> str:
+    return f"gains under {points:g}"
+
+
+def rising(points: float) -> str:
+    return f"gains {points:g}{RISING_TAIL}"
 
 
 def _slope_interval(points: pd.DataFrame) -> tuple[float, float]:
@@ -170,10 +179,10 @@ def budgets(r: Runs, table: pd.DataFrame) -> pd.DataFrame:
     for budget in budget_levels(r):
         part = table[table[BUDGET].astype(str) == budget]
         plateaued = int(part["plateaued"].fillna(False).astype(bool).sum())
-        rising = int((part["shown"] == RISING).sum())
+        still = int(part["shown"].str.endswith(RISING_TAIL).sum())
         runs = r.runs[r.runs[BUDGET].astype(str) == budget]
         pending = int((runs["status"] != Status.DONE).sum())
-        rows.append({"budget": budget, "cells": cells, "plateaued_cells": plateaued, "rising_cells": rising,
+        rows.append({"budget": budget, "cells": cells, "plateaued_cells": plateaued, "rising_cells": still,
                      "runs_pending": pending,
                      "all_plateaued": pending == 0 and plateaued == cells})
     return pd.DataFrame(rows)

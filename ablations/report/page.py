@@ -117,8 +117,8 @@ def _grid_sections(s: Study, figures: list[Plot], formats: tuple[str, ...], out:
     blocks += section("plateau", "Rise of the least-squares line through each cell's seed-mean validation accuracy "
                       f"over the epochs of the last fifth of training, over that span; plateaued: a rise under "
                       f"{s.plan.plateau_points:g} points. The 95% CI is that rise's t interval from the seeds' own "
-                      "points (one line, an intercept per seed): the interval shows the cell flat when it lies under "
-                      f"{s.plan.plateau_points:g}, still rising when it lies at or over it, else not resolved. The "
+                      "points (one line, an intercept per seed): the gain is shown under the plateau when all of that "
+                      "interval lies under it, shown at or over it when all of it does, else not resolved. The "
                       "test set plays no part.",
                       extra=[Table("budgets", t["budgets"], None, "Per budget: cells that plateaued.", formats)]
                       if len(t.get("budgets", ())) else [])
