@@ -224,13 +224,13 @@ def test_plateau_and_the_budget_pilot_read_validation_only(tmp_path: Path) -> No
     # a budget with a run still to finish proves nothing yet, and a larger budget cannot be picked over it
     short = list(s.runs.runs.loc[s.runs.runs["epochs"].astype(str) == "4", "run_id"])
     unfinished = queued(s.runs, short[:1])
-    pilot = curves.budgets(unfinished, curves.plateau(unfinished, 0.2))
+    pilot = curves.budgets(unfinished, curves.plateau(unfinished, 0.2), 0.2)
     assert pilot.set_index("budget").loc["4", "runs_pending"] == 1 and set(pilot["cells"]) == {8}
     assert curves.smallest_budget(pilot) is None
     assert "no budget has yet shown every cell plateaued" in pilot_line(pilot)
     # a budget none of whose runs is done: no cell measured, so not "every cell plateaued"
     none_done = queued(s.runs, short)
-    pilot = curves.budgets(none_done, curves.plateau(none_done, 0.2)).set_index("budget")
+    pilot = curves.budgets(none_done, curves.plateau(none_done, 0.2), 0.2).set_index("budget")
     assert not pilot.loc["4", "all_plateaued"] and pilot.loc["4", "plateaued_cells"] == 0
 
 

@@ -30,7 +30,7 @@ from ablations.report.scale import LOGIT, PCT, centred_logit, expit, to_scale
 
 BUDGET = "epochs"  # the axis a budget pilot varies
 LAST_FIFTH = 0.2
-UNRESOLVED, RISING_TAIL = "not resolved", " or more"
+UNRESOLVED = "not resolved"
 
 
 def _validated(r: Runs) -> pd.DataFrame:
@@ -153,7 +153,7 @@ def under(points: float) -> str:
 
 
 def rising(points: float) -> str:
-    return f"gains {points:g}{RISING_TAIL}"
+    return f"gains {points:g} or more"
 
 
 def _slope_interval(points: pd.DataFrame) -> tuple[float, float]:
@@ -167,11 +167,11 @@ def _slope_interval(points: pd.DataFrame) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def budgets(r: Runs, table: pd.DataFrame) -> pd.DataFrame:
+def budgets(r: Runs, table: pd.DataFrame, points: float) -> pd.DataFrame:
     """Per budget of a pilot: the design's cells, how many of them plateaued (and how many the seeds show
-    still rising), the runs still to finish,
-    and whether every cell plateaued. A budget with a run still to finish, or a cell without a
-    measured curve, has not shown that every cell plateaued: a pilot cannot pick it yet."""
+    still rising: the whole interval of their rise at or over `points`), the runs still to finish, and
+    whether every cell plateaued. A budget with a run still to finish, or a cell without a measured
+    curve, has not shown that every cell plateaued: a pilot cannot pick it yet."""
     if BUDGET not in r.axes or table.empty:
         return pd.DataFrame()
     cells = math.prod(len(r.levels(a)) for a in r.axes if a != BUDGET)
@@ -179,7 +179,7 @@ def budgets(r: Runs, table: pd.DataFrame) -> pd.DataFrame:
     for budget in budget_levels(r):
         part = table[table[BUDGET].astype(str) == budget]
         plateaued = int(part["plateaued"].fillna(False).astype(bool).sum())
-        still = int(part["shown"].str.endswith(RISING_TAIL).sum())
+        still = int((part["rise_ci_low"] >= points).sum())  # as `resolved` reads it: NaN is not shown
         runs = r.runs[r.runs[BUDGET].astype(str) == budget]
         pending = int((runs["status"] != Status.DONE).sum())
         rows.append({"budget": budget, "cells": cells, "plateaued_cells": plateaued, "rising_cells": still,

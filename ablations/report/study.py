@@ -82,7 +82,7 @@ def analyse(r: Runs, baseline: dict[str, Any] | None, target: float) -> Study:
     tables["pairing"] = pairing(r.done, r.axes, r.endpoint[0])
     tables["seeds_needed"] = seeds_needed(cells, r.keys, points_model)
     tables["plateau"] = curves.plateau(r, plan.plateau_points)
-    tables["budgets"] = curves.budgets(r, tables["plateau"])
+    tables["budgets"] = curves.budgets(r, tables["plateau"], plan.plateau_points)
     tables["val_curves"] = curves.val_curves(r)
     tables["effect_by_epoch"] = curves.effect_by_epoch(r, base, plan.scale)
     tables.update(interaction_tables(r))
