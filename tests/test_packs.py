@@ -134,9 +134,9 @@ class Recording:
 
         self.inline, self.submitted = InlineExecutor(), []
 
-    def submit(self, configs, track=None, stops=None):
+    def submit(self, configs, track=None, stops=None, checkpoint=None):
         self.submitted.append(([c["seed"] for c in configs], stops))
-        return self.inline.submit(configs, track, stops)
+        return self.inline.submit(configs, track, stops, checkpoint)
 
     def stop(self, future) -> None:
         pass

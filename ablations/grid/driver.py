@@ -4,7 +4,9 @@ comes back, one run at a time.
 Only this loop writes results. A heartbeat thread keeps every claim in flight alive
 (`ablations.grid.claims`); a run whose claim is lost (taken over, or not renewable in time) is
 stopped, handed back and its result dropped with one warning line, so each run is trained to
-completion and stored by exactly one runner. In a pack each run has its own claim (attempt and stop
+completion and stored by exactly one runner. A run trained alone on this machine saves a checkpoint
+beside the store as it trains (`ablations.run.checkpoint`), so the runner that claims it next, after a
+kill or a lost claim, resumes it at its last saved epoch. In a pack each run has its own claim (attempt and stop
 file): a run whose claim is lost stops alone, and the pack's task is cancelled only when every run
 of it is lost (on Ray, where stop files do not reach, a lost run trains on in its pack and its
 result is dropped). A finished run is one transaction, so killing the driver at any moment loses
@@ -21,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, wait
 
 from ablations.config import TrainConfig
 from ablations.grid.claims import HEARTBEAT_EVERY_S, STALE_AFTER_S, Claim, Claims
+from ablations.run.checkpoint import checkpoint_path
 from ablations.store.sqlite import Store, new_owner
 
 HANDED_BACK = "handed back"  # a count: runs whose claim this runner lost, left to the next claimant
@@ -62,7 +65,8 @@ def execute(
                             claimed.append((cfg, claims.hold(cfg.run_id, attempt)))
                     if claimed:
                         future = executor.submit([cfg.to_dict() for cfg, _ in claimed], track,
-                                                 [str(claim.stop_file) for _, claim in claimed])
+                                                 [str(claim.stop_file) for _, claim in claimed],
+                                                 checkpoint_for(store, [cfg for cfg, _ in claimed], executor))
                         in_flight[future] = [cfg for cfg, _ in claimed]
                 if not in_flight:
                     break
@@ -84,6 +88,13 @@ def execute(
             raise
     executor.shutdown()
     return counts
+
+
+def checkpoint_for(store: Store, pack: list[TrainConfig], executor) -> str | None:
+    """The checkpoint file of a run trained alone, beside the store, where the executor's runs reach it."""
+    if len(pack) != 1 or not getattr(executor, "checkpoints", False):
+        return None
+    return str(checkpoint_path(store.path.parent, pack[0].run_id))
 
 
 def _results_of(future: Future, runs: int) -> list[dict]:

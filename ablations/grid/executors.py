@@ -1,10 +1,12 @@
 """Executors of grid runs: in this process, in N local worker processes, or as Ray tasks.
 
-Every executor has `submit(config_dicts, track=None, stops=None) -> concurrent.futures.Future[list of result
-dicts]` (one run, or a pack of runs trained as one model: `train_configs`), `stop(future)` and
-`shutdown(cancel)`, so the driver loop in `ablations.grid.driver` is the same for all three, and only the
-driver writes the store. A run stops when its own file in `stops` appears (looked for after each epoch, on
-this machine; the other runs of its pack train on) or, on Ray, when `stop` cancels its task.
+Every executor has `submit(config_dicts, track=None, stops=None, checkpoint=None) ->
+concurrent.futures.Future[list of result dicts]` (one run, or a pack of runs trained as one model:
+`train_configs`), `stop(future)` and `shutdown(cancel)`, so the driver loop in `ablations.grid.driver` is
+the same for all three, and only the driver writes the store. A run stops when its own file in `stops`
+appears (looked for after each epoch, on this machine; the other runs of its pack train on) or, on Ray,
+when `stop` cancels its task. `checkpoints` says whether the runs can reach a checkpoint file on this
+machine (`ablations.run.checkpoint`): a run stopped there resumes at its last saved epoch.
 """
 
 from __future__ import annotations
@@ -37,12 +39,13 @@ class RunStopped(Exception):
     """The driver lost this run's claim: training it further would race the runner that took it."""
 
 
-def train_configs(configs: list[dict], track=None, stops: list[str | None] | None = None) -> list[dict]:
+def train_configs(configs: list[dict], track=None, stops: list[str | None] | None = None,
+                  checkpoint: str | None = None) -> list[dict]:
     """Train one run, or a pack of runs as one model, where the executor put it (this process, a worker
     process, a Ray task) through the one `run_pack`, logging each run's epochs to `track` (a
     tracking.TrackSpec) if given; their results as the driver stores them, in order. With `stops` (a file
     per run), a run ends after any epoch once its file exists (its result is then dropped); the other runs
-    of its pack train on."""
+    of its pack train on. A run trained alone resumes from and saves to `checkpoint` (a file) if given."""
     from ablations.tracking.live import tracked_pack  # torch loads in the process that trains
 
     stops = stops or [None] * len(configs)
@@ -52,7 +55,7 @@ def train_configs(configs: list[dict], track=None, stops: list[str | None] | Non
             raise RunStopped(f"stopped after epoch {metrics['epoch']}: this runner lost the run's claim")
 
     cfgs = [TrainConfig.from_mapping(config) for config in configs]
-    return [result.to_dict() for result in tracked_pack(cfgs, track, on_epoch=stop_if_asked)]
+    return [result.to_dict() for result in tracked_pack(cfgs, track, on_epoch=stop_if_asked, checkpoint=checkpoint)]
 
 
 def preflight(configs: list[TrainConfig]) -> None:
@@ -93,10 +96,12 @@ class InlineExecutor:
     """Runs each submission at once, in this process: the default, and the easiest to debug."""
 
     workers = 1
+    checkpoints = True  # the runs train on this machine: a checkpoint file beside the store reaches them
 
-    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None) -> Future:
+    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None,
+               checkpoint: str | None = None) -> Future:
         future: Future = Future()
-        future.set_result(train_configs(configs, track, stops))
+        future.set_result(train_configs(configs, track, stops, checkpoint))
         return future
 
     def stop(self, future: Future) -> None:
@@ -174,6 +179,8 @@ def threads_per_worker(workers: int) -> int:
 class ProcessExecutor:
     """N worker processes (spawned, so CUDA is safe); several may share one GPU."""
 
+    checkpoints = True  # the workers run on this machine: a checkpoint file beside the store reaches them
+
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self.threads = threads_per_worker(workers)
@@ -187,14 +194,15 @@ class ProcessExecutor:
             initargs=(self.threads, os.getpid(), self.workers),
         )
 
-    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None) -> Future:
+    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None,
+               checkpoint: str | None = None) -> Future:
         with callers_main_hidden():  # the pool starts its workers inside submit
             try:
-                return self._pool.submit(train_configs, configs, track, stops)
+                return self._pool.submit(train_configs, configs, track, stops, checkpoint)
             except BrokenProcessPool:  # a worker died (OOM kill, segfault): start a fresh pool
                 self._pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool()
-                return self._pool.submit(train_configs, configs, track, stops)
+                return self._pool.submit(train_configs, configs, track, stops, checkpoint)
 
     def stop(self, future: Future) -> None:
         future.cancel()  # not started yet: never starts; started: its worker sees the stop file
@@ -251,7 +259,10 @@ class RayExecutor:
         self.workers = workers if workers > 0 else max(1, int(fit))
         self._refs: dict[Future, object] = {}
 
-    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None) -> Future:
+    checkpoints = False  # a task on another node cannot reach a file beside the store: its runs start over
+
+    def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None,
+               checkpoint: str | None = None) -> Future:
         # The stop files are on this machine; a task on another node is stopped by cancelling it.
         # A pack is one task on one device: its runs' GPU shares together, at most the whole GPU.
         remote = self._remote if len(configs) == 1 else self._remote.options(

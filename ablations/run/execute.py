@@ -9,11 +9,13 @@ parameter count, split sizes, pack size) and turns a crash or bad input into a f
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 from ablations.config import Status, TrainConfig
 from ablations.data.dataset import TensorDataset, load_dataset
 from ablations.errors import UserError
+from ablations.run.checkpoint import Checkpoint
 from ablations.run.devices import resolve_device
 from ablations.run.loop import train
 from ablations.run.packed_loop import train_pack
@@ -31,18 +33,21 @@ def run_one(cfg: TrainConfig, *, on_epoch: Callable[[dict], None] | None = None,
 
 
 def run_pack(cfgs: list[TrainConfig], *, on_epoch: Callable[[int, dict], None] | None = None,
-             data: TensorDataset | None = None) -> list[RunResult]:
+             data: TensorDataset | None = None, checkpoint: str | os.PathLike | None = None) -> list[RunResult]:
     """`run_one` for runs that differ only in what a pack allows (`packed_loop.PACK_FREE`): one run trains
     unpacked, several as one model. One result per run, in order, each with its own provenance (which
     records the pack's size); `on_epoch(k, metrics)` gets run k's epochs. A member whose `on_epoch` raises
-    ends alone, failed; a crash or bad input of the pack fails every member with the same error."""
+    ends alone, failed; a crash or bad input of the pack fails every member with the same error.
+    `checkpoint`: a file a run trained alone resumes from and saves to (`ablations.run.checkpoint`); a pack
+    trains from its first epoch."""
     device, split_sizes = None, None
     try:
         device = resolve_device(cfgs[0].device)
         data = data if data is not None else cached_dataset(*data_key(cfgs[0]), str(device))
         split_sizes = {split: len(data.split(split)[1]) for split in ("train", "val", "test")}
         if len(cfgs) == 1:
-            results = [train(cfgs[0], data, on_epoch=None if on_epoch is None else functools.partial(on_epoch, 0))]
+            results = [train(cfgs[0], data, on_epoch=None if on_epoch is None else functools.partial(on_epoch, 0),
+                             checkpoint=Checkpoint(checkpoint) if checkpoint else None)]
         else:
             results = train_pack(cfgs, data, on_epoch=on_epoch)
     except Exception as err:
@@ -53,6 +58,9 @@ def run_pack(cfgs: list[TrainConfig], *, on_epoch: Callable[[int, dict], None] |
         # where it ran: the device it resolved, or this machine's CPU if it could not resolve one
         result.provenance = provenance(device or "cpu", result.precision or None, result.param_count, split_sizes,
                                        pack_size=len(cfgs))
+        if result.resumed_at_epoch:  # the epochs before it were trained by an earlier process, maybe other code
+            result.provenance.update(resumed_at_epoch=result.resumed_at_epoch,
+                                     checkpoint_commit=result.checkpoint_commit)
     return results
 
 

@@ -21,6 +21,7 @@ from ablations.config import Status, TrainConfig
 from ablations.data.dataset import TensorDataset
 from ablations.models.notebook import count_parameters
 from ablations.run.build import Run, build_run
+from ablations.run.checkpoint import Checkpoint
 from ablations.run.devices import device_name, peak_memory_bytes, reset_peak_memory
 from ablations.run.result import RunResult
 
@@ -91,8 +92,11 @@ def train(
     data: TensorDataset | None = None,
     *,
     on_epoch: Callable[[dict], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> RunResult:
-    """Train one run. A non-finite loss ends it with status 'diverged' instead of raising."""
+    """Train one run. A non-finite loss ends it with status 'diverged' instead of raising. With a
+    `checkpoint`, the run resumes from it if it holds this run, saves to it as it trains, and removes
+    it at the end; `on_epoch` then gets only the epochs trained in this call."""
     wall_start = time.perf_counter()
     run = build_run(cfg, data)
     if run.device.type == "cuda":
@@ -101,8 +105,12 @@ def train(
 
     result = RunResult(status=Status.DONE, device_name=device_name(run.device), precision=run.precision,
                        param_count=count_parameters(run.model))
-    train_seconds = 0.0
-    for epoch in range(cfg.epochs):
+    train_seconds = wall_before = 0.0
+    resumed = checkpoint.load(run) if checkpoint else None
+    if resumed:
+        result.epochs, train_seconds, wall_before = resumed.epochs, resumed.train_seconds, resumed.wall_s
+        result.resumed_at_epoch, result.checkpoint_commit = len(resumed.epochs) + 1, resumed.commit
+    for epoch in range(len(result.epochs), cfg.epochs):
         metrics = {"epoch": epoch + 1, **train_one_epoch(run, epoch)}
         train_seconds += metrics["seconds"]
         last = epoch + 1 == cfg.epochs
@@ -114,6 +122,8 @@ def train(
             if last:  # the test set scores the final model, once: nothing is chosen on it
                 metrics.update(evaluate(run, "test"))
         result.epochs.append(metrics)
+        if checkpoint and not last and checkpoint.due():  # before on_epoch, which may stop the run
+            checkpoint.save(run, result.epochs, train_seconds, wall_before + time.perf_counter() - wall_start)
         if on_epoch:
             on_epoch(metrics)
         if last:
@@ -124,5 +134,7 @@ def train(
     trained_images = run.steps_per_epoch * cfg.batch_size * len(result.epochs)
     result.train_images_per_s = trained_images / train_seconds if train_seconds else 0.0
     result.peak_memory_bytes = peak_memory_bytes(run.device)
-    result.wall_s = time.perf_counter() - wall_start
+    result.wall_s = wall_before + time.perf_counter() - wall_start
+    if checkpoint:
+        checkpoint.remove()
     return result

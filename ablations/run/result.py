@@ -21,6 +21,8 @@ class RunResult:
     error: str | None = None  # a failed run's exception, in one line
     bad_input: bool = False  # failed on bad input (a UserError: a missing dataset, an input size too small)
     provenance: dict | None = None  # where the numbers came from (ablations.run.provenance), set by run_one
+    resumed_at_epoch: int | None = None  # the first epoch trained after resuming from a checkpoint
+    checkpoint_commit: str | None = None  # the code that trained the epochs before it
 
     def _last(self, key: str) -> float | None:
         values = [e[key] for e in self.epochs if e.get(key) is not None]

@@ -104,9 +104,11 @@ def tracked_run(cfg: TrainConfig, track: TrackSpec | None = None, *,
 
 
 def tracked_pack(cfgs: list[TrainConfig], track: TrackSpec | None = None, *,
-                 on_epoch: Callable[[int, dict], None] | None = None) -> list[RunResult]:
+                 on_epoch: Callable[[int, dict], None] | None = None,
+                 checkpoint: str | None = None) -> list[RunResult]:
     """`run_pack`: one run, or several trained as one model, each logged to its own tracker run as an
-    unpacked run is; `on_epoch(k, metrics)` gets run k's epochs after its tracker has them."""
+    unpacked run is; `on_epoch(k, metrics)` gets run k's epochs after its tracker has them (a run resumed
+    from its `checkpoint` logs the epochs it trains after resuming)."""
     with ExitStack() as stack:
         trackers = [stack.enter_context(live_run(track, cfg)) for cfg in cfgs]
 
@@ -115,7 +117,7 @@ def tracked_pack(cfgs: list[TrainConfig], track: TrackSpec | None = None, *,
             if on_epoch is not None:
                 on_epoch(k, metrics)
 
-        results = run_pack(cfgs, on_epoch=epoch)
+        results = run_pack(cfgs, on_epoch=epoch, checkpoint=checkpoint)
         for tracker, result in zip(trackers, results, strict=True):
             tracker.end(result.to_dict(), result.provenance or {})
     return results
