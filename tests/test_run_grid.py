@@ -196,6 +196,36 @@ def test_ctrl_c_or_sigterm_stops_cleanly_with_a_summary_and_keeps_finished_runs(
 
 
 @pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="walks /proc to find the workers")
+def test_sigterm_ends_the_grid_and_its_workers_at_once_not_when_their_runs_end(results_dir):
+    # Runs of 400 epochs (minutes each): a grid that waited for its workers' runs would take that long to exit.
+    proc = subprocess.Popen(grid_cmd(results_dir, "--no-report", "--workers", "2", "--set", "epochs=400",
+                                     "--only", "seed=0"), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    deadline, children = time.time() + 300, {}
+    while time.time() < deadline and proc.poll() is None:
+        children = descendants(proc.pid)
+        if sum("spawn_main" in cmdline(pid) for pid in children) == 2 and store_path(results_dir).exists() \
+                and [r[1] for r in rows(results_dir)].count("running") == 2:
+            break
+        time.sleep(0.2)
+    else:
+        proc.kill()
+        pytest.fail(f"the grid did not start two runs in time (exit {proc.poll()})")
+    time.sleep(2)  # both runs inside their first epochs
+    sent = time.time()
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=120)
+    assert time.time() - sent < 20  # not the minutes the two runs had left
+    assert proc.returncode == 130 and "run the same command again to resume" in out
+    time.sleep(1)
+    left = survivors(children)
+    for pid in left:  # do not leak them into the rest of the suite
+        os.kill(pid, signal.SIGKILL)
+    assert not left, [cmdline(pid) for pid in left]
+    assert "running" not in [r[1] for r in rows(results_dir)]  # both claims handed back
+
+
+@pytest.mark.slow
 def test_a_failing_run_is_recorded_and_the_grid_goes_on(results_dir):
     # lr=1e12 makes every loss non-finite: recorded as diverged, not raised through the grid
     proc = run_grid(results_dir, "--no-report", "--workers", "1", "--set", "lr=1e12", "--only", "seed=0")

@@ -208,6 +208,12 @@ class ProcessExecutor:
         future.cancel()  # not started yet: never starts; started: its worker sees the stop file
 
     def shutdown(self, cancel: bool = False) -> None:
+        if cancel:
+            # A started run would otherwise train to its end (minutes, hours) before this process can exit,
+            # racing the runner that claims it next. Its claim is handed back and its checkpoint keeps what
+            # it had done, so its worker is ended now. (Python 3.14 has terminate_workers() for this.)
+            for process in list((self._pool._processes or {}).values()):
+                process.terminate()
         self._pool.shutdown(wait=not cancel, cancel_futures=cancel)
 
 
