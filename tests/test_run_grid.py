@@ -298,3 +298,16 @@ def test_the_grid_restores_the_callers_signal_handlers():
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+@pytest.mark.parametrize("grid, shown, hidden", [("notebook_pilot_6k", "val acc  97.10%", "test acc"),
+                                                 ("quick", "test acc  98.30%", "val acc")])
+def test_each_finished_run_shows_the_grids_endpoint_so_a_validation_pilot_never_shows_test_accuracy(grid, shown,
+                                                                                                   hidden):
+    from ablations.grid.runner import finish_line
+    from ablations.grid.spec import load_grid
+
+    g = load_grid(grid)
+    result = {"status": "done", "final_val_acc": 0.971, "final_test_acc": 0.983, "best_val_acc": 0.975, "wall_s": 1.0}
+    line = finish_line(g, g.configs()[0], result)
+    assert shown in line and hidden not in line

@@ -235,9 +235,15 @@ def sigterm_as_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+# A run's line shows the grid's endpoint: a pilot that declares a validation endpoint never shows test
+# accuracy while it is read (its budget is chosen on validation alone).
+ENDPOINT_LABELS = {"final_test_acc": "test acc", "final_val_acc": "val acc", "best_val_acc": "best val acc"}
+
+
 def finish_line(grid: Grid, cfg: TrainConfig, result: dict) -> str:
     if result["status"] == Status.DONE:
-        outcome = f"test acc {100 * result['final_test_acc']:6.2f}%"
+        endpoint = grid.analysis.endpoint
+        outcome = f"{ENDPOINT_LABELS[endpoint]} {100 * result[endpoint]:6.2f}%"
     elif result["status"] == Status.DIVERGED:
         outcome = f"diverged at epoch {result.get('diverged_epoch')}"
     else:
