@@ -11,6 +11,7 @@ machine (`ablations.run.checkpoint`): a run stopped there resumes at its last sa
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import dataclasses
 import multiprocessing
@@ -19,7 +20,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
@@ -40,22 +41,39 @@ class RunStopped(Exception):
 
 
 def train_configs(configs: list[dict], track=None, stops: list[str | None] | None = None,
-                  checkpoint: str | None = None) -> list[dict]:
+                  checkpoint: str | None = None, progress: Callable[[str, int], None] | None = None) -> list[dict]:
     """Train one run, or a pack of runs as one model, where the executor put it (this process, a worker
     process, a Ray task) through the one `run_pack`, logging each run's epochs to `track` (a
     tracking.TrackSpec) if given; their results as the driver stores them, in order. With `stops` (a file
     per run), a run ends after any epoch once its file exists (its result is then dropped); the other runs
-    of its pack train on. A run trained alone resumes from and saves to `checkpoint` (a file) if given."""
+    of its pack train on. A run trained alone resumes from and saves to `checkpoint` (a file) if given.
+    `progress(run_id, epoch)` hears of each finished epoch (a worker process sends it to its driver instead)."""
     from ablations.tracking.live import tracked_pack  # torch loads in the process that trains
 
     stops = stops or [None] * len(configs)
+    cfgs = [TrainConfig.from_mapping(config) for config in configs]
 
-    def stop_if_asked(k: int, metrics: dict) -> None:
+    def after_epoch(k: int, metrics: dict) -> None:
+        (progress or report_progress)(cfgs[k].run_id, metrics["epoch"])
         if stops[k] and os.path.exists(stops[k]):  # one stat per run and epoch
             raise RunStopped(f"stopped after epoch {metrics['epoch']}: this runner lost the run's claim")
 
-    cfgs = [TrainConfig.from_mapping(config) for config in configs]
-    return [result.to_dict() for result in tracked_pack(cfgs, track, on_epoch=stop_if_asked, checkpoint=checkpoint)]
+    return [result.to_dict() for result in tracked_pack(cfgs, track, on_epoch=after_epoch, checkpoint=checkpoint)]
+
+
+# A worker process's channel to its driver, set when the worker starts: (run id, epoch) after each epoch,
+# for the progress bar. None in the driver's own process and in a Ray task.
+_progress_queue = None
+
+
+def report_progress(run_id: str, epoch: int) -> None:
+    if _progress_queue is not None:
+        with contextlib.suppress(Exception):  # progress is display only: it never stops a run
+            _progress_queue.put_nowait((run_id, epoch))
+
+
+def no_progress(run_id: str, epoch: int) -> None:
+    pass
 
 
 def preflight(configs: list[TrainConfig]) -> None:
@@ -98,10 +116,13 @@ class InlineExecutor:
     workers = 1
     checkpoints = True  # the runs train on this machine: a checkpoint file beside the store reaches them
 
+    def __init__(self, on_progress: Callable[[str, int], None] | None = None) -> None:
+        self._on_progress = on_progress or no_progress  # called as each epoch ends, from this thread
+
     def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None,
                checkpoint: str | None = None) -> Future:
         future: Future = Future()
-        future.set_result(train_configs(configs, track, stops, checkpoint))
+        future.set_result(train_configs(configs, track, stops, checkpoint, self._on_progress))
         return future
 
     def stop(self, future: Future) -> None:
@@ -118,7 +139,11 @@ CONCURRENT_RUNS_ENV = "ABLATIONS_CONCURRENT_RUNS"
 RUNS_PER_GPU = 4
 
 
-def _init_worker(threads: int, parent_pid: int, workers: int) -> None:
+def _init_worker(threads: int, parent_pid: int, workers: int, progress_queue=None) -> None:
+    global _progress_queue
+    _progress_queue = progress_queue
+    if progress_queue is not None:
+        progress_queue.cancel_join_thread()  # a worker's exit never waits to flush progress nobody may read
     die_with_parent(parent_pid)
     os.environ[CONCURRENT_RUNS_ENV] = str(workers)
     import torch
@@ -181,18 +206,37 @@ class ProcessExecutor:
 
     checkpoints = True  # the workers run on this machine: a checkpoint file beside the store reaches them
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, on_progress: Callable[[str, int], None] | None = None) -> None:
         self.workers = workers
         self.threads = threads_per_worker(workers)
+        self._context = multiprocessing.get_context("spawn")
+        # The workers' epochs, handed to each worker as it starts (a queue cannot be pickled later) and
+        # read by a thread here that calls on_progress; without a listener the workers send nothing.
+        self._progress = self._context.Queue() if on_progress else None
+        if on_progress:
+            threading.Thread(target=self._relay, args=(self._progress, on_progress), daemon=True,
+                             name="worker-progress").start()
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=self._context,
             initializer=_init_worker,
-            initargs=(self.threads, os.getpid(), self.workers),
+            initargs=(self.threads, os.getpid(), self.workers, self._progress),
         )
+
+    @staticmethod
+    def _relay(progress, on_progress: Callable[[str, int], None]) -> None:
+        while True:
+            try:
+                item = progress.get()
+            except (OSError, EOFError, ValueError):  # the queue is gone: the grid is ending
+                return
+            if item is None:  # shutdown's sentinel
+                return
+            with contextlib.suppress(Exception):  # progress is display only: it never stops the grid
+                on_progress(*item)
 
     def submit(self, configs: list[dict], track=None, stops: list[str | None] | None = None,
                checkpoint: str | None = None) -> Future:
@@ -208,6 +252,9 @@ class ProcessExecutor:
         future.cancel()  # not started yet: never starts; started: its worker sees the stop file
 
     def shutdown(self, cancel: bool = False) -> None:
+        if self._progress is not None:
+            self._progress.cancel_join_thread()  # exiting never waits on it
+            self._progress.put_nowait(None)  # ends the relay thread
         if cancel:
             # A started run would otherwise train to its end (minutes, hours) before this process can exit,
             # racing the runner that claims it next. Its claim is handed back and its checkpoint keeps what
@@ -293,9 +340,12 @@ def check_backend(backend: str) -> None:
 
 
 def make_executor(backend: str, *, workers: int, address: str | None, cpus_per_run: float,
-                  gpus_per_run: float | None, device: str = "auto"):
+                  gpus_per_run: float | None, device: str = "auto",
+                  on_progress: Callable[[str, int], None] | None = None):
+    """The executor of `backend`; `on_progress(run_id, epoch)` hears of each epoch that ends here (local
+    runs; a Ray task reports only its result)."""
     check_backend(backend)
     if backend == "ray":
         return RayExecutor(address=address, workers=workers, cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run,
                            device=device)
-    return InlineExecutor() if workers == 1 else ProcessExecutor(workers)
+    return InlineExecutor(on_progress) if workers == 1 else ProcessExecutor(workers, on_progress)

@@ -186,9 +186,11 @@ def _train(p: Plan, execution: Execution, store: Store, pending: list[TrainConfi
            track, pack: int) -> tuple[Counter, float]:
     from tqdm import tqdm  # only where runs train
 
+    progress = EpochProgress({c.run_id: c.epochs for c in pending})
     executor = make_executor(
         execution.backend, workers=workers, address=execution.address, cpus_per_run=execution.cpus_per_run,
         gpus_per_run=execution.gpus_per_run, device=next(iter({c.device for c in pending}), "auto"),
+        on_progress=progress.epoch_ended,
     )
     packs = make_packs(pending, pack)
     packed = f" in {len(packs)} pack(s) of up to {pack}" if pack > 1 else ""
@@ -196,7 +198,10 @@ def _train(p: Plan, execution: Execution, store: Store, pending: list[TrainConfi
           f"on {execution.backend} with {executor.workers} worker(s); store {store.path}", flush=True)
     start = time.perf_counter()
     with tqdm(total=len(pending), unit="run", dynamic_ncols=True, file=sys.stderr, disable=not pending) as bar:
+        progress.bar = bar
+
         def on_finish(cfg: TrainConfig, result: dict) -> None:
+            progress.run_ended(cfg.run_id)
             bar.write(finish_line(p.grid, cfg, result))
             bar.update(1)
 
@@ -238,6 +243,40 @@ def sigterm_as_interrupt() -> Iterator[None]:
 # A run's line shows the grid's endpoint: a pilot that declares a validation endpoint never shows test
 # accuracy while it is read (its budget is chosen on validation alone).
 ENDPOINT_LABELS = {"final_test_acc": "test acc", "final_val_acc": "val acc", "best_val_acc": "best val acc"}
+
+
+class EpochProgress:
+    """The progress bar's note on the runs in flight: "epoch 37/120, 36/120", in the order they started, so a
+    run of hours shows it moves. Epochs are heard of from a worker-progress thread, runs end on the driver's."""
+
+    def __init__(self, total_epochs: dict[str, int]) -> None:
+        self.total_epochs = total_epochs
+        self.bar = None  # the tqdm bar, once it exists
+        self._done: dict[str, int] = {}  # runs in flight: the last epoch each finished
+        self._ended: set[str] = set()  # a run's last epoch may be heard of after its result arrived
+        self._lock = threading.Lock()
+
+    def epoch_ended(self, run_id: str, epoch: int) -> None:
+        with self._lock:
+            if run_id in self._ended or run_id not in self.total_epochs:
+                return
+            self._done[run_id] = epoch
+            self._show()
+
+    def run_ended(self, run_id: str) -> None:
+        with self._lock:
+            self._ended.add(run_id)
+            self._done.pop(run_id, None)
+            self._show(refresh=False)  # the run's own line and the bar's update follow
+
+    def note(self) -> str:
+        if not self._done:
+            return ""
+        return "epoch " + ", ".join(f"{epoch}/{self.total_epochs[run_id]}" for run_id, epoch in self._done.items())
+
+    def _show(self, refresh: bool = True) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(self.note(), refresh=refresh)
 
 
 def finish_line(grid: Grid, cfg: TrainConfig, result: dict) -> str:
