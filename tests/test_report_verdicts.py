@@ -272,3 +272,14 @@ def test_a_run_alone_in_its_cell_leaves_hc3_undefined_and_the_report_on_the_clas
     anova = partial.tables["anova"].set_index("term")
     assert anova.loc["augment", "p"] < 0.05 and anova.loc["augment", "F"] > 0
     assert anova["p_hc3"].isna().all() and anova["F_hc3"].isna().all()
+
+
+def test_a_plateau_is_claimed_for_every_cell_only_once_every_cell_is_measured(tmp_path: Path) -> None:
+    s = study_of(tmp_path, seeds=(0, 1), curve=lambda acc, augment, e, n: acc)  # flat: every cell plateaued
+    assert any("every cell's validation accuracy rose less than 0.2 points" in line for line in reading(s))
+    # a store still filling: the augmented cells have no done run yet
+    augmented = list(s.runs.runs.loc[s.runs.runs["augment"] == "notebook", "run_id"])
+    partial = analyse(queued(s.runs, augmented), None, 0.98)
+    text = " ".join(reading(partial))
+    assert "each of the 4 cells with a done run (of 8 in the design) rose less than 0.2 points" in text
+    assert "every cell's validation accuracy" not in text and "trained to a plateau" not in text

@@ -75,6 +75,7 @@ class Training:
     plateau_points: float  # a cell has plateaued when its line over the last fifth rises less than this
     rises: pd.Series  # cell name -> rise over the last fifth of training (points), every cell with records
     share: float  # the budget as a share of the notebook's images (the largest, for a pilot)
+    cells: int | None = None  # the design's cells: more than `rises` while some have no done run
 
     @property
     def rising(self) -> pd.Series:
@@ -100,7 +101,8 @@ def training_state(r: Runs, plateau: pd.DataFrame, points: float) -> Training | 
         names = [cell_name({k: row[k] for k in r.keys}) for _, row in plateau.iterrows()]
         rises = pd.Series(plateau["rise"].to_numpy(float), index=names).dropna()
     share = max(training_budget(r).notebook_share, default=math.nan)
-    return Training(float(done["train_acc"].mean()), floor, points, rises, share)
+    cells = math.prod(len(r.levels(a)) for a in r.axes) if r.axes else None
+    return Training(float(done["train_acc"].mean()), floor, points, rises, share, cells)
 
 
 def caveat(t: Training) -> str:
@@ -120,6 +122,10 @@ def training_sentence(t: Training) -> str:
         tail = "no validation records, so whether accuracy had plateaued is unknown"
         return f"{acc}; {tail}." + (f" {caveat(t)}" if t.under_trained else "")
     if not t.under_trained:
+        if t.cells and len(t.rises) < t.cells:  # a store still filling: say which cells the claim covers
+            return (f"{acc}; the validation accuracy of each of the {len(t.rises)} cells with a done run (of "
+                    f"{t.cells} in the design) rose less than {t.plateau_points:g} points over the last fifth of "
+                    "training; the other cells are not measured yet.")
         return (f"{acc}; every cell's validation accuracy rose less than {t.plateau_points:g} points over the last "
                 "fifth of training: the models are trained to a plateau, so the comparisons are of trained models.")
     top = ", ".join(f"{name} ({gain:+.2f})" for name, gain in t.rising.head(3).items())
