@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -283,3 +284,52 @@ def test_a_plateau_is_claimed_for_every_cell_only_once_every_cell_is_measured(tm
     text = " ".join(reading(partial))
     assert "each of the 4 cells with a done run (of 8 in the design) rose less than 0.2 points" in text
     assert "every cell's validation accuracy" not in text and "trained to a plateau" not in text
+
+
+def high(augment: str, wd: float, schedule: str, seed: int) -> float:
+    """Final accuracies of models that fit their training set (train accuracy over the 99% floor)."""
+    noise = np.random.default_rng([5, len(augment), int(wd * 1e4), len(schedule), seed]).normal(0, 0.04)
+    return float(special.expit(special.logit(0.992) - 0.3 * (augment != "none") + 0.3 * (schedule == "step") + noise))
+
+
+def dipped(results: Path, seeds: tuple[int, ...]):
+    """A flat 20-epoch store whose augmented cells lose 10 points of validation accuracy at epoch 16, the
+    first epoch of the last fifth, in `seeds`: one bad epoch of a constant learning rate's jitter."""
+    build_store(results, seeds=SEEDS6, extras=False, acc=high, budgets=(20,), curve=lambda acc, augment, e, n: acc,
+                grid_meta={"name": "t", "axes": {"augment": ["none", "notebook"], "weight_decay": [0.0, 1e-3],
+                                                 "schedule": ["constant", "step"]}, "seeds": list(SEEDS6),
+                           "analysis": {"endpoint": "final_test_acc", "scale": "logit", "margins": MARGINS,
+                                        "plateau_points": 0.2}})
+    with sqlite3.connect(store_path(results)) as db:
+        db.execute("UPDATE epochs SET val_acc = val_acc - 0.10 WHERE epoch = 16 AND run_id IN (SELECT run_id FROM runs "
+                   f"WHERE json_extract(config, '$.augment') = 'notebook' AND seed IN ({','.join(map(str, seeds))}))")
+    with Store.open_existing(store_path(results)) as store:
+        return analyse(load_runs(store), None, 0.98)
+
+
+def test_one_seeds_dip_reads_plateau_not_shown_and_a_dip_in_every_seed_under_trained(tmp_path: Path) -> None:
+    s = dipped(tmp_path / "one", seeds=(0,))
+    plateau = s.tables["plateau"].set_index(["augment", "weight_decay", "schedule"])
+    cell = plateau.loc[("notebook", "0", "constant")]
+    # the least-squares line through the seed mean: the 10/6-point dip at its first epoch tilts it up
+    curve = s.tables["val_curves"]
+    mean = curve[(curve["augment"] == "notebook") & (curve["weight_decay"] == "0") & (curve["schedule"] == "constant")
+                 & (curve["epoch"] >= 16)]
+    assert cell["rise"] == pytest.approx(np.polyfit(mean["epoch"], mean["val_acc"], 1)[0] * 4) and cell["rise"] >= 0.2
+    assert not cell["plateaued"] and cell["shown"] == "not resolved" and cell["rise_ci_low"] < 0.2
+    # the sensitivity column: scipy's Theil-Sen line through the same points, which the one dip barely moves
+    theil = sps.theilslopes(mean["val_acc"], mean["epoch"], alpha=0.95)
+    assert (cell["robust_rise"], cell["robust_rise_ci_low"], cell["robust_rise_ci_high"]) == (
+        pytest.approx(4 * theil.slope), pytest.approx(4 * theil.low_slope), pytest.approx(4 * theil.high_slope))
+    assert abs(cell["robust_rise"]) < 0.2
+    first = answer(s)[0]
+    assert first.startswith("**Plateau not shown** in 4 of 8 cells") and "Under-trained" not in " ".join(reading(s))
+    assert f"augment=notebook, weight_decay=0, schedule=constant: {cell['rise']:+.2f}, 95% CI " in first
+    assert "Findings that involve those cells hold at this budget" in first
+
+    # the same dip in every seed is no jitter: the seeds show the line rising, so the models are under-trained
+    every = dipped(tmp_path / "every", seeds=SEEDS6)
+    rows = every.tables["plateau"]
+    assert (rows.loc[rows["augment"] == "notebook", "shown"] == "gains 0.2 or more").all()
+    assert answer(every)[0].startswith("**Under-trained**")
+    assert "Plateau not shown" not in " ".join(reading(every))

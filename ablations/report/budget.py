@@ -76,6 +76,8 @@ class Training:
     rises: pd.Series  # cell name -> rise over the last fifth of training (points), every cell with records
     share: float  # the budget as a share of the notebook's images (the largest, for a pilot)
     cells: int | None = None  # the design's cells: more than `rises` while some have no done run
+    # per cell name: the rise's 95% interval from the seeds and the Theil-Sen rise (plateau's columns)
+    evidence: pd.DataFrame | None = None
 
     @property
     def rising(self) -> pd.Series:
@@ -88,6 +90,20 @@ class Training:
             return len(self.rising) > 0
         return self.train_acc < self.floor
 
+    @property
+    def shown_rising(self) -> int:
+        """Cells whose rise's whole 95% interval lies at or over the plateau: the seeds show them learning."""
+        if self.evidence is None:
+            return 0
+        return int((self.evidence["rise_ci_low"] >= self.plateau_points).sum())
+
+    @property
+    def plateau_not_shown(self) -> bool:
+        """Some cell's least-squares line rose the plateau or more, but no cell is shown still rising and the
+        models fit their training set: the rise may be epoch-to-epoch jitter, which is not under-training."""
+        return (self.under_trained and self.rises.notna().any() and self.evidence is not None
+                and self.shown_rising == 0 and self.train_acc >= self.floor)
+
 
 def training_state(r: Runs, plateau: pd.DataFrame, points: float) -> Training | None:
     """None when no run is done. `plateau` is `curves.plateau` of the same runs."""
@@ -96,17 +112,27 @@ def training_state(r: Runs, plateau: pd.DataFrame, points: float) -> Training | 
         return None
     datasets = {c.get("dataset") for c in done["config"]}
     floor = min(TRAIN_FLOOR.get(d, 99.0) for d in datasets)
-    rises = pd.Series(dtype=float)
+    rises, evidence = pd.Series(dtype=float), None
     if len(plateau):
         names = [cell_name({k: row[k] for k in r.keys}) for _, row in plateau.iterrows()]
         rises = pd.Series(plateau["rise"].to_numpy(float), index=names).dropna()
+        evidence = plateau[["rise_ci_low", "rise_ci_high", "robust_rise"]].set_axis(names)
     share = max(training_budget(r).notebook_share, default=math.nan)
     cells = math.prod(len(r.levels(a)) for a in r.axes) if r.axes else None
-    return Training(float(done["train_acc"].mean()), floor, points, rises, share, cells)
+    return Training(float(done["train_acc"].mean()), floor, points, rises, share, cells, evidence)
 
 
 def caveat(t: Training) -> str:
-    """The reading's first line when the models had not finished learning: what the findings measure."""
+    """The reading's first line when the models had not finished learning: what the findings measure.
+    Where no cell is shown still rising, it says the plateau is not shown, not that the models are
+    under-trained: a rise inside the seeds' noise is no evidence of either."""
+    if t.plateau_not_shown:
+        return (f"**Plateau not shown** in {len(t.rising)} of {plural(len(t.rises), 'cell')} at {100 * t.share:.1f}% "
+                f"of the notebook's training images: the least-squares line through validation accuracy rose "
+                f"{t.plateau_points:g} points or more over the last fifth of training ({_rises_with_intervals(t)}), "
+                "but no cell's interval shows it still rising: that rise is not resolved from the epoch-to-epoch "
+                "jitter. Findings that involve those cells hold at this budget; that they would hold after longer "
+                "training is not shown.")
     if t.rises.notna().any():
         why = (f"validation accuracy still rose {t.plateau_points:g} points or more over the last fifth of training "
                f"in {len(t.rising)} of {plural(len(t.rises), 'cell')}")
@@ -114,6 +140,15 @@ def caveat(t: Training) -> str:
         why = f"mean final train accuracy {t.train_acc:.2f}% is below {t.floor:.0f}%"
     return (f"**Under-trained** at {100 * t.share:.1f}% of the notebook's training images: {why}. These findings "
             "measure learning speed at this budget, not where training ends.")
+
+
+def _rises_with_intervals(t: Training) -> str:
+    """'cell: +0.93, 95% CI -0.52 to +2.38, Theil-Sen +0.10' for each cell over the plateau, largest first."""
+    def one(name: str, rise: float) -> str:
+        low, high, robust = t.evidence.loc[name, ["rise_ci_low", "rise_ci_high", "robust_rise"]]
+        interval = "no interval" if math.isnan(low) or math.isnan(high) else f"95% CI {low:+.2f} to {high:+.2f}"
+        return f"{name}: {rise:+.2f}, {interval}, Theil–Sen {robust:+.2f}"
+    return "; ".join(one(name, rise) for name, rise in t.rising.items())
 
 
 def training_sentence(t: Training) -> str:
@@ -128,6 +163,8 @@ def training_sentence(t: Training) -> str:
                     "training; the other cells are not measured yet.")
         return (f"{acc}; every cell's validation accuracy rose less than {t.plateau_points:g} points over the last "
                 "fifth of training: the models are trained to a plateau, so the comparisons are of trained models.")
+    if t.plateau_not_shown:
+        return f"{acc}. {caveat(t)}"
     top = ", ".join(f"{name} ({gain:+.2f})" for name, gain in t.rising.head(3).items())
     return (f"{acc}; validation accuracy still rises over the last fifth of training (most in {top}). {caveat(t)}")
 

@@ -6,7 +6,9 @@
 - `plateau`: per cell, the rise of a least-squares line through its seed-mean validation accuracy
   over the last fifth of training; a cell whose line rises less than the declared plateau
   (`[analysis] plateau_points`) has plateaued. Beside that verdict, what the seeds resolve: the rise's
-  interval lies under the plateau ("gains under 0.2"), at or over it ("gains 0.2 or more"), or straddles it.
+  interval lies under the plateau ("gains under 0.2"), at or over it ("gains 0.2 or more"), or straddles it;
+  and, as a sensitivity column, the rise of a Theil-Sen line through the same points, which one epoch's
+  dip (a constant learning rate's jitter) barely moves.
 - `budgets`: for a budget pilot (a grid with an `epochs` axis), whether every cell plateaued at
   each budget, and the smallest budget at which they all did.
 
@@ -21,6 +23,7 @@ import math
 import numpy as np
 import pandas as pd
 import statsmodels.formula.api as smf
+from scipy import stats as sps
 
 from ablations.config import Status
 from ablations.report import analysis, stats
@@ -114,7 +117,10 @@ def plateau(r: Runs, points: float) -> pd.DataFrame:
     with the 95% interval of that rise from the seeds' own points (one line per cell, an intercept per
     seed). The verdict uses the rise itself; the interval says how well the seeds resolve it: where
     validation accuracy jitters from epoch to epoch, a 0.2-point rise is inside the noise: `shown` says
-    whether the interval lies under the plateau, at or over it, or neither."""
+    whether the interval lies under the plateau, at or over it, or neither. `robust_rise` (with its 95%
+    interval) is a sensitivity column: the Theil-Sen line through the same seed-mean points (the median of
+    the pairwise slopes), for a reader to see how much of a least-squares rise one epoch's dip makes; the
+    verdict stays with the least-squares line the study declared."""
     curves = val_curves(r)
     per_seed = dict(iter(_validated(r).groupby(r.keys, observed=True, sort=True)))
     rows = []
@@ -124,17 +130,22 @@ def plateau(r: Runs, points: float) -> pd.DataFrame:
         first = last - max(1, round(LAST_FIFTH * last))
         window = cell[cell["epoch"] >= first]
         rise, low, high = math.nan, math.nan, math.nan
+        robust = (math.nan, math.nan, math.nan)
         if len(window) >= 2:
-            slope = float(np.polyfit(window["epoch"].to_numpy(float), window["val_acc"].to_numpy(float), 1)[0])
-            rise = slope * (last - first)
+            epochs, acc = window["epoch"].to_numpy(float), window["val_acc"].to_numpy(float)
+            rise = float(np.polyfit(epochs, acc, 1)[0]) * (last - first)
             seeds = per_seed[key]
             low, high = (span * (last - first) for span in _slope_interval(seeds[seeds["epoch"] >= first]))
+            theil = sps.theilslopes(acc, epochs, alpha=0.95)
+            robust = tuple(float(v) * (last - first) for v in (theil.slope, theil.low_slope, theil.high_slope))
         rows.append({**dict(zip(r.keys, key, strict=True)), "last_epoch": last, "window": f"{first}–{last}",
                      "final_val_acc": float(cell["val_acc"].iloc[-1]), "rise": rise, "rise_ci_low": low,
                      "rise_ci_high": high, "plateaued": bool(rise < points) if math.isfinite(rise) else pd.NA,
-                     "shown": resolved(low, high, points)})
+                     "shown": resolved(low, high, points), "robust_rise": robust[0],
+                     "robust_rise_ci_low": robust[1], "robust_rise_ci_high": robust[2]})
     return pd.DataFrame(rows, columns=[*r.keys, "last_epoch", "window", "final_val_acc", "rise", "rise_ci_low",
-                                       "rise_ci_high", "plateaued", "shown"])
+                                       "rise_ci_high", "plateaued", "shown", "robust_rise", "robust_rise_ci_low",
+                                       "robust_rise_ci_high"])
 
 
 def resolved(low: float, high: float, points: float) -> str:

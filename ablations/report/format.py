@@ -49,7 +49,7 @@ LABELS = {
     "p_tost": "TOST p (Holm)", "verdict": "verdict", "method": "method", "agrees": "same verdict",
     "note": "why the intervals differ", "p_improve": "P(level > reference)", "p_improve_ci": "bootstrap 95% CI",
     "pairs": "matched pairs", "rise": "rise over the last fifth (points)", "plateaued": "plateaued",
-    "shown": "the interval shows",
+    "shown": "the interval shows", "robust_rise": "Theil–Sen rise (sensitivity)", "robust_rise_ci": "its 95% CI",
     "window": "epochs fitted", "budget": "budget (epochs)", "cells": "cells", "plateaued_cells": "cells plateaued",
     "rising_cells": "cells shown still rising",
     "runs_pending": "runs to finish", "all_plateaued": "every cell plateaued",

@@ -118,7 +118,9 @@ def _grid_sections(s: Study, figures: list[Plot], formats: tuple[str, ...], out:
                       f"over the epochs of the last fifth of training, over that span; plateaued: a rise under "
                       f"{s.plan.plateau_points:g} points. The 95% CI is that rise's t interval from the seeds' own "
                       "points (one line, an intercept per seed): the gain is shown under the plateau when all of that "
-                      "interval lies under it, shown at or over it when all of it does, else not resolved. The "
+                      "interval lies under it, shown at or over it when all of it does, else not resolved. "
+                      "Sensitivity, not a verdict: the rise of a Theil–Sen line (the median of pairwise slopes) "
+                      "through the same points, which one epoch's dip barely moves, with its 95% interval. The "
                       "test set plays no part.",
                       extra=[Table("budgets", t["budgets"], None, "Per budget: cells that plateaued.", formats)]
                       if len(t.get("budgets", ())) else [])
