@@ -20,6 +20,7 @@ from statsmodels.stats.multitest import multipletests
 from test_report_store import build_store
 
 from ablations.report import curves
+from ablations.report.budget import caveat
 from ablations.report.reading import answer, pilot_line, reading
 from ablations.report.runs import load_runs
 from ablations.report.study import analyse
@@ -325,7 +326,11 @@ def test_one_seeds_dip_reads_plateau_not_shown_and_a_dip_in_every_seed_under_tra
     first = answer(s)[0]
     assert first.startswith("**Plateau not shown** in 4 of 8 cells") and "Under-trained" not in " ".join(reading(s))
     assert f"augment=notebook, weight_decay=0, schedule=constant: {cell['rise']:+.2f}, 95% CI " in first
+    assert "each of those intervals holds zero" in first and "1 more cell in the Plateau table" in first
     assert "Findings that involve those cells hold at this budget" in first
+    # an interval above zero shows a cell still learning even where it does not show the gain reaching 0.2
+    learning = dataclasses.replace(s.training, evidence=s.training.evidence.assign(rise_ci_low=0.05))
+    assert not learning.plateau_not_shown and caveat(learning).startswith("**Under-trained**")
 
     # the same dip in every seed is no jitter: the seeds show the line rising, so the models are under-trained
     every = dipped(tmp_path / "every", seeds=SEEDS6)

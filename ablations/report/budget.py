@@ -24,6 +24,7 @@ NOTEBOOK_IMAGES = NOTEBOOK_EPOCHS * NOTEBOOK_TRAIN_IMAGES
 # ResNet reaches on each training set when trained to the end (MNIST-like data: 99%).
 TRAIN_FLOOR = {"mnist": 99.0, "synthetic": 99.0, "fashion_mnist": 95.0, "cifar10": 95.0}
 HARDWARE_KEYS = ("device_name", "precision", "cpu_capability")
+LISTED = 3  # cells named in a sentence; the rest are in their table
 
 
 @dataclass(frozen=True)
@@ -91,18 +92,20 @@ class Training:
         return self.train_acc < self.floor
 
     @property
-    def shown_rising(self) -> int:
-        """Cells whose rise's whole 95% interval lies at or over the plateau: the seeds show them learning."""
+    def shown_learning(self) -> int:
+        """Cells over the plateau whose rise's whole 95% interval lies above zero: the seeds show them
+        still learning, whether or not they show the gain reaching the plateau."""
         if self.evidence is None:
             return 0
-        return int((self.evidence["rise_ci_low"] >= self.plateau_points).sum())
+        return int((self.evidence.loc[self.rising.index, "rise_ci_low"] > 0).sum())
 
     @property
     def plateau_not_shown(self) -> bool:
-        """Some cell's least-squares line rose the plateau or more, but no cell is shown still rising and the
-        models fit their training set: the rise may be epoch-to-epoch jitter, which is not under-training."""
+        """Some cell's least-squares line rose the plateau or more, but the seeds show none of those cells
+        rising at all, and the models fit their training set: the rise may be epoch-to-epoch jitter, which
+        is not evidence of under-training."""
         return (self.under_trained and self.rises.notna().any() and self.evidence is not None
-                and self.shown_rising == 0 and self.train_acc >= self.floor)
+                and self.shown_learning == 0 and self.train_acc >= self.floor)
 
 
 def training_state(r: Runs, plateau: pd.DataFrame, points: float) -> Training | None:
@@ -130,8 +133,8 @@ def caveat(t: Training) -> str:
         return (f"**Plateau not shown** in {len(t.rising)} of {plural(len(t.rises), 'cell')} at {100 * t.share:.1f}% "
                 f"of the notebook's training images: the least-squares line through validation accuracy rose "
                 f"{t.plateau_points:g} points or more over the last fifth of training ({_rises_with_intervals(t)}), "
-                "but no cell's interval shows it still rising: that rise is not resolved from the epoch-to-epoch "
-                "jitter. Findings that involve those cells hold at this budget; that they would hold after longer "
+                "but each of those intervals holds zero: the rise is not resolved from the epoch-to-epoch jitter. "
+                "Findings that involve those cells hold at this budget; that they would hold after longer "
                 "training is not shown.")
     if t.rises.notna().any():
         why = (f"validation accuracy still rose {t.plateau_points:g} points or more over the last fifth of training "
@@ -143,12 +146,14 @@ def caveat(t: Training) -> str:
 
 
 def _rises_with_intervals(t: Training) -> str:
-    """'cell: +0.93, 95% CI -0.52 to +2.38, Theil-Sen +0.10' for each cell over the plateau, largest first."""
+    """'cell: +0.93, 95% CI -0.52 to +2.38, Theil-Sen +0.10' for the cells over the plateau, largest rise first."""
     def one(name: str, rise: float) -> str:
         low, high, robust = t.evidence.loc[name, ["rise_ci_low", "rise_ci_high", "robust_rise"]]
         interval = "no interval" if math.isnan(low) or math.isnan(high) else f"95% CI {low:+.2f} to {high:+.2f}"
         return f"{name}: {rise:+.2f}, {interval}, Theil–Sen {robust:+.2f}"
-    return "; ".join(one(name, rise) for name, rise in t.rising.items())
+    listed = "; ".join(one(name, rise) for name, rise in t.rising.head(LISTED).items())
+    more = len(t.rising) - LISTED
+    return listed + (f"; {plural(more, 'more cell')} in the Plateau table" if more > 0 else "")
 
 
 def training_sentence(t: Training) -> str:
@@ -165,7 +170,7 @@ def training_sentence(t: Training) -> str:
                 "fifth of training: the models are trained to a plateau, so the comparisons are of trained models.")
     if t.plateau_not_shown:
         return f"{acc}. {caveat(t)}"
-    top = ", ".join(f"{name} ({gain:+.2f})" for name, gain in t.rising.head(3).items())
+    top = ", ".join(f"{name} ({gain:+.2f})" for name, gain in t.rising.head(LISTED).items())
     return (f"{acc}; validation accuracy still rises over the last fifth of training (most in {top}). {caveat(t)}")
 
 
