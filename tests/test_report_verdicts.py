@@ -42,13 +42,18 @@ def odds_additive(augment: str, wd: float, schedule: str, seed: int) -> float:
     return float(special.expit(z))
 
 
-def study_of(results: Path, *, scale: str | None = "logit", margins=MARGINS, seeds=SEEDS6, acc=odds_additive,
-             **kwargs):
+def notebook_meta(seeds, scale: str | None = "logit", margins=MARGINS) -> dict:
+    """The grid file of the notebook's 2x2x2, with its declared analysis unless `scale` is None."""
     meta = {"name": "t", "axes": {"augment": ["none", "notebook"], "weight_decay": [0.0, 1e-3],
                                   "schedule": ["constant", "step"]}, "seeds": list(seeds)}
     if scale is not None:
         meta["analysis"] = {"endpoint": "final_test_acc", "scale": scale, "margins": margins, "plateau_points": 0.2}
-    build_store(results, seeds=seeds, extras=False, acc=acc, grid_meta=meta, **kwargs)
+    return meta
+
+
+def study_of(results: Path, *, scale: str | None = "logit", margins=MARGINS, seeds=SEEDS6, acc=odds_additive,
+             **kwargs):
+    build_store(results, seeds=seeds, extras=False, acc=acc, grid_meta=notebook_meta(seeds, scale, margins), **kwargs)
     with Store.open_existing(store_path(results)) as store:
         return analyse(load_runs(store), None, 0.98)
 
@@ -297,10 +302,7 @@ def dipped(results: Path, seeds: tuple[int, ...]):
     """A flat 20-epoch store whose augmented cells lose 10 points of validation accuracy at epoch 16, the
     first epoch of the last fifth, in `seeds`: one bad epoch of a constant learning rate's jitter."""
     build_store(results, seeds=SEEDS6, extras=False, acc=high, budgets=(20,), curve=lambda acc, augment, e, n: acc,
-                grid_meta={"name": "t", "axes": {"augment": ["none", "notebook"], "weight_decay": [0.0, 1e-3],
-                                                 "schedule": ["constant", "step"]}, "seeds": list(SEEDS6),
-                           "analysis": {"endpoint": "final_test_acc", "scale": "logit", "margins": MARGINS,
-                                        "plateau_points": 0.2}})
+                grid_meta=notebook_meta(SEEDS6))
     with sqlite3.connect(store_path(results)) as db:
         db.execute("UPDATE epochs SET val_acc = val_acc - 0.10 WHERE epoch = 16 AND run_id IN (SELECT run_id FROM runs "
                    f"WHERE json_extract(config, '$.augment') = 'notebook' AND seed IN ({','.join(map(str, seeds))}))")

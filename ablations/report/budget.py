@@ -104,8 +104,9 @@ class Training:
         """Some cell's least-squares line rose the plateau or more, but the seeds show none of those cells
         rising at all, and the models fit their training set: the rise may be epoch-to-epoch jitter, which
         is not evidence of under-training."""
-        return (self.under_trained and self.rises.notna().any() and self.evidence is not None
-                and self.shown_learning == 0 and self.train_acc >= self.floor)
+        # under-trained with train accuracy over the floor can only come from a measured rise
+        return (self.under_trained and self.train_acc >= self.floor and self.evidence is not None
+                and self.shown_learning == 0)
 
 
 def training_state(r: Runs, plateau: pd.DataFrame, points: float) -> Training | None:
