@@ -17,7 +17,7 @@ import statsmodels.formula.api as smf
 from scipy import optimize, special
 from scipy import stats as sps
 from statsmodels.stats.multitest import multipletests
-from test_report_store import build_store
+from test_report_store import PROVENANCE, build_store
 
 from ablations.report import curves
 from ablations.report.budget import caveat
@@ -160,6 +160,31 @@ def test_one_run_that_drives_a_verdict_is_named(tmp_path: Path) -> None:
     assert loo.loc["weight_decay", "verdict"] == ("not resolved, but equivalent within ±0.3 without augment=notebook, "
                                                   "weight_decay=0.001, schedule=constant, seed 0")
     assert not loo.loc["weight_decay", "agrees"]
+
+
+def test_runs_from_two_machines_are_refitted_on_one_machine_alone(tmp_path: Path) -> None:
+    # seeds 4 and 5 trained on another machine in the same precision, as a study resumed elsewhere
+    other = {**PROVENANCE, "device_name": "Other CPU (1 thread)", "cpu_capability": "AMX-BF16"}
+    s = study_of(tmp_path, provenance=lambda i: other if i % len(SEEDS6) >= 4 else PROVENANCE)
+    warning = next(line for line in reading(s) if "Warning" in line)
+    assert warning.startswith("**Warning: the runs of this store come from more than one machine**")
+    assert "all in fp32" in warning and "refits the model on the runs of the machine with the most" in warning
+    rows = s.tables["sensitivity"]
+    rows = rows[rows["method"] == "one machine alone (32 of 48 runs: Test CPU (2 threads))"].set_index("term")
+    assert len(rows) == 7  # every main effect and interaction
+    # a direct fit of seeds 0-3 alone: four seeds per cell, so the classical covariance
+    _, data = direct(s)
+    mine = data[data["seed"].isin(["0", "1", "2", "3"])]
+    fit = smf.ols("y ~ 0 + C(cell) + C(seed)", mine).fit()
+    centre = mine.groupby("cell")["y"].mean().mean()
+    d = np.ravel(fit.t_test(main_contrast(fit, 0, "notebook", "none")).effect)[0]
+    assert rows.loc["augment", "points"] == pytest.approx(points_at(d, centre))
+    assert rows.loc["augment", "verdict"] == "differs" and rows.loc["augment", "agrees"]
+
+
+def test_runs_of_one_machine_get_no_machine_row(logit_study) -> None:
+    assert not logit_study.tables["sensitivity"]["method"].str.startswith("one machine").any()
+    assert not any("Warning" in line for line in reading(logit_study))
 
 
 def test_probability_of_improvement_is_paired_and_reproducible(logit_study) -> None:

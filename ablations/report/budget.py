@@ -175,34 +175,56 @@ def training_sentence(t: Training) -> str:
     return (f"{acc}; validation accuracy still rises over the last fifth of training (most in {top}). {caveat(t)}")
 
 
+def hardware_of(provenance: dict) -> tuple[str, str, str]:
+    """A run's hardware as the report groups it: device, resolved precision, CPU capability."""
+    # one machine under two spellings of its name ("(1 threads)" from older runs) is one machine
+    return (device(str(provenance.get("device_name") or "unknown")),
+            *(str(provenance.get(k) or "unknown") for k in HARDWARE_KEYS[1:]))
+
+
+def describe_hardware(combo: tuple[str, ...]) -> str:
+    name, precision, capability = combo
+    return f"{name}, precision {precision}, CPU capability {capability}"
+
+
+def mixed_hardware(r: Runs) -> bool:
+    """The runs come from more than one device, precision or CPU capability, other than by design
+    (precision as a studied axis on one machine)."""
+    combos = {hardware_of(p) for p, s in zip(r.runs["provenance"], r.runs["status"], strict=True)
+              if p and s != Status.QUEUED}
+    machines = {(device, capability) for device, _, capability in combos}
+    return len(combos) > 1 and not ("precision" in r.axes and len(machines) == 1)
+
+
 def hardware(r: Runs) -> tuple[str, str | None]:
     """The hardware line (device, resolved precision, CPU capability), and a warning when the
     runs of this store come from more than one of them."""
     prov = [p for p, s in zip(r.runs["provenance"], r.runs["status"], strict=True) if p and s != Status.QUEUED]
-    # one machine under two spellings of its name ("(1 threads)" from older runs) is one machine
-    combos = Counter((device(str(p.get("device_name") or "unknown")), *(str(p.get(k) or "unknown")
-                                                                      for k in HARDWARE_KEYS[1:])) for p in prov)
+    combos = Counter(hardware_of(p) for p in prov)
     if not combos:
         return "unknown (no run recorded its provenance)", None
-
-    def describe(combo: tuple[str, ...]) -> str:
-        name, precision, capability = combo
-        return f"{name}, precision {precision}, CPU capability {capability}"
+    describe = describe_hardware
     shared = max(int(p.get("concurrent_runs") or 1) for p in prov)
     if shared > 1:  # images/s and wall time of a run measured beside others on the same device
-        def describe(combo: tuple[str, ...], plain=describe) -> str:
+        def describe(combo: tuple[str, ...], plain=describe_hardware) -> str:
             return f"{plain(combo)}, {shared} runs at a time sharing it (throughput per run is shared)"
     if len(combos) == 1:
         return describe(next(iter(combos))), None
-    # precision as a studied axis differs by design: one machine, several precisions, no warning
-    machines = {(device, capability) for device, _, capability in combos}
-    if "precision" in r.axes and len(machines) == 1:
-        (name, capability), = machines
-        return f"{device(name)}, precision by cell (the precision axis), CPU capability {capability}", None
+    if not mixed_hardware(r):  # precision as a studied axis differs by design: one machine, no warning
+        (name, _, capability), *_ = combos
+        return f"{name}, precision by cell (the precision axis), CPU capability {capability}", None
     listing = "; ".join(f"{plural(n, 'run')} on {describe(c)}" for c, n in sorted(combos.items()))
+    check = "the sensitivity table refits the model on the runs of the machine with the most of them alone"
+    precisions = {precision for _, precision, _ in combos}
+    if len(precisions) == 1:  # the same arithmetic; kernels that round differently, and perhaps uneven cells
+        return "mixed (see the warning)", (
+            f"**Warning: the runs of this store come from more than one machine** ({listing}), all in "
+            f"{next(iter(precisions))}. Their kernels round differently, and where a cell's runs come from one "
+            f"machine more than another, differences between cells may partly be differences between machines: "
+            f"{check}.")
     return "mixed (see the warning)", (f"**Warning: the runs of this store differ in device, precision or CPU "
                                        f"capability** ({listing}). Differences between cells may partly be "
-                                       "differences between machines; compare runs of one machine.")
+                                       f"differences between machines; compare runs of one machine: {check}.")
 
 
 def machines(r: Runs) -> pd.DataFrame:

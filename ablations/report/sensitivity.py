@@ -1,5 +1,6 @@
 """Every other reasonable test of the same effects, as rows beside the one verdict the design
-declares: the other scale, the other covariance, the seed as the unit, and leaving each run out.
+declares: the other scale, the other covariance, the seed as the unit, leaving each run out, and, where
+the runs come from more than one machine, the runs of one machine alone.
 
 None of these is a second verdict. Each row says whether it reaches the same verdict, and where its
 interval and the primary one differ by more than chance would make them (`AGREE`), a note says why
@@ -29,12 +30,15 @@ WHY = {
                   "over all cells",
     "seed": "paired by seed, the noise is estimated from this contrast's per-seed values alone (df = seeds - 1), "
             "while the model pools every cell's residual (df = residual)",
+    "machine": "one machine's runs are fewer than all of them, so its interval is wider; where a cell's runs came "
+               "from one machine more than another, the machines may also differ",
 }
 
 
 def sensitivity(primary: fm.Factorial, other_scale: fm.Factorial | None, effects: pd.DataFrame,
-                margins: dict[str, float]) -> pd.DataFrame:
-    """One row per effect and method; the primary row first for each effect."""
+                margins: dict[str, float], machines: pd.Series | None = None) -> pd.DataFrame:
+    """One row per effect and method; the primary row first for each effect. `machines` names the machine
+    of each done run (indexed like the model's data) where they differ."""
     if effects.empty:
         return pd.DataFrame(columns=COLUMNS)
     labels, weights = analysis.contrasts(primary)
@@ -50,6 +54,8 @@ def sensitivity(primary: fm.Factorial, other_scale: fm.Factorial | None, effects
     parts.append(_compare(effects, analysis.effects(primary, margins, other_cov), f"{other_cov} covariance", note))
     parts.append(_compare(effects, _seed_unit(primary, labels, weights, margins), "seed as the unit", WHY["seed"]))
     parts.append(_leave_one_out(primary, effects, margins))
+    if machines is not None:
+        parts.append(_one_machine(primary, effects, margins, machines))
     frame = pd.concat(parts, ignore_index=True)
     order = {tuple(r): i for i, r in enumerate(effects[KEYS].itertuples(index=False, name=None))}
     frame["_order"] = [order[tuple(r)] for r in frame[KEYS].itertuples(index=False, name=None)]
@@ -115,6 +121,24 @@ def _leave_one_out(model: fm.Factorial, effects: pd.DataFrame, margins: dict[str
                      "verdict": verdict, "agrees": not found,
                      "note": "the interval columns hold the range of the estimate over the refits"})
     return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def _one_machine(model: fm.Factorial, effects: pd.DataFrame, margins: dict[str, float],
+                 machines: pd.Series) -> pd.DataFrame:
+    """The same analysis of the runs of the machine that ran most of them, alone: mixing machines
+    decided nothing where its verdicts are the primary ones. No row where they cannot fit the model."""
+    names = machines.reindex(model.data.index)
+    counts = names.value_counts()
+    if len(counts) < 2:
+        return pd.DataFrame(columns=COLUMNS)
+    name, n = counts.index[0], int(counts.iloc[0])
+    data = model.data[names == name].copy()
+    data["seed"] = data["seed"].astype(str)  # a seed none of its runs trained gets no column
+    refit = fm.fit(data, model.factors, model.reference, scale=model.scale)
+    if isinstance(refit, str):
+        return pd.DataFrame(columns=COLUMNS)
+    return _compare(effects, analysis.effects(refit, margins, refit.covariance),
+                    f"one machine alone ({n} of {len(names)} runs: {name})", WHY["machine"])
 
 
 def _runs(names: list[str]) -> str:

@@ -15,7 +15,7 @@ import pandas as pd
 
 from ablations.grid.spec import Analysis
 from ablations.report import analysis, curves, factorial
-from ablations.report.budget import Training, machines, training_state
+from ablations.report.budget import Training, describe_hardware, hardware_of, machines, mixed_hardware, training_state
 from ablations.report.notebook import notebook_table
 from ablations.report.paired import improvement, pairing
 from ablations.report.power import seeds_needed
@@ -53,6 +53,16 @@ def model_frame(r: Runs, scale: str) -> pd.DataFrame:
     return done.assign(**{factorial.RESPONSE: to_scale(done[response], done[images], scale)})
 
 
+def machines_of_done(r: Runs) -> pd.Series | None:
+    """Each done run's hardware, where the runs come from more than one (device, precision, CPU capability)."""
+    if not mixed_hardware(r):
+        return None
+    combos = [hardware_of(p or {}) for p in r.done["provenance"]]
+    # the device's name where it tells the machines apart, else the whole description
+    by_name = len({c[0] for c in combos}) == len(set(combos))
+    return pd.Series([c[0] if by_name else describe_hardware(c) for c in combos], index=r.done.index)
+
+
 def fit(r: Runs, base: dict[str, str], scale: str) -> factorial.Factorial | str:
     name = RESPONSE_NAMES[r.endpoint[0]]
     return factorial.fit(model_frame(r, scale), r.axes, base, scale=scale, response=name)
@@ -76,7 +86,7 @@ def analyse(r: Runs, baseline: dict[str, Any] | None, target: float) -> Study:
         tables["effects"] = analysis.effects(model, plan.margins)
         open_ = analysis.open_interactions(tables["effects"])
         tables["simple_effects"] = analysis.simple_effects(model, open_, plan.margins)
-        tables["sensitivity"] = sensitivity(model, other, tables["effects"], plan.margins)
+        tables["sensitivity"] = sensitivity(model, other, tables["effects"], plan.margins, machines_of_done(r))
         tables["improvement"] = improvement(model)
         tables["vs_baseline"] = analysis.vs_baseline(model, cells, r.keys, base)
     tables["pairing"] = pairing(r.done, r.axes, r.endpoint[0])
