@@ -2,8 +2,9 @@
 
 Exactness is checked in float64, where rounding cannot hide a wrong rate, decay or stream: 3 steps of a pack
 of 4 land within 1e-9 of the unpacked runs. In fp32 the same 3 steps differ by up to ~1e-2 of the weights'
-norm: not the packing but this network's fp32 rounding, amplified through its BatchNorm layers (the same
-unpacked run in the other memory format differs as much), so fp32 is held to that control.
+norm: not the packing but this network's fp32 rounding, amplified through its BatchNorm layers, by how much
+depends on the seed's trajectory and on which kernels the CPU picks. So fp32 is held to a control measured
+on the same trajectory: the unpacked run again from weights moved by about one fp32 rounding each.
 """
 
 import dataclasses
@@ -87,17 +88,33 @@ def test_three_steps_of_a_pack_equal_the_unpacked_runs_in_float64(synthetic):
         assert packed[k]["lr"] == unpacked["lr"] and packed[k]["lr_last"] == unpacked["lr_last"]
 
 
-def test_three_steps_of_a_pack_in_fp32_stay_within_the_rounding_of_another_fp32_execution(synthetic):
+def test_three_steps_of_a_pack_in_fp32_stay_within_the_spread_of_rounding_sized_perturbations(synthetic):
     data = cut(synthetic, 192)
     pack = build_pack(MEMBERS, data)
     packed_epoch(pack, 0)
     for k, cfg in enumerate(MEMBERS):
-        run, control = build_run(cfg, data), build_run(dataclasses.replace(cfg, channels_last=False), data)
+        run = build_run(cfg, data)
         train_one_epoch(run, 0)
-        train_one_epoch(control, 0)
-        rounding = weights(control.model.state_dict(), run.model) - weights(run.model.state_dict(), run.model)
-        control_gap = (rounding.norm() / weights(run.model.state_dict(), run.model).norm()).item()
-        assert relative_gap(pack, k, run) < max(3 * control_gap, 1e-4), (k, control_gap)
+        spread = max(relative_gap_of(perturbed_run(cfg, data, draw), run) for draw in range(3))
+        assert relative_gap(pack, k, run) < max(3 * spread, 1e-4), (k, spread)
+
+
+def perturbed_run(cfg: TrainConfig, data: TensorDataset, draw: int):
+    """The unpacked run trained from its initial weights each moved by about one fp32 rounding (2^-24
+    relative): how far this trajectory carries a rounding difference in 3 steps."""
+    run = build_run(cfg, data)
+    noise = torch.Generator().manual_seed(draw)
+    with torch.no_grad():
+        for p in run.model.parameters():
+            p.mul_(1 + 2**-24 * torch.randn(p.shape, generator=noise))
+    train_one_epoch(run, 0)
+    return run
+
+
+def relative_gap_of(other, run) -> float:
+    """|other's weights - the run's| / |the run's|, two unpacked runs of one config."""
+    mine = weights(run.model.state_dict(), run.model)
+    return ((weights(other.model.state_dict(), other.model) - mine).norm() / mine.norm()).item()
 
 
 def test_a_diverging_member_is_stored_as_diverged_and_leaves_the_others_numbers_unchanged(synthetic):
