@@ -365,3 +365,34 @@ def test_one_seeds_dip_reads_plateau_not_shown_and_a_dip_in_every_seed_under_tra
     assert (rows.loc[rows["augment"] == "notebook", "shown"] == "gains 0.2 or more").all()
     assert answer(every)[0].startswith("**Under-trained**")
     assert "Plateau not shown" not in " ".join(reading(every))
+
+
+def _family(diffs: list[float], se: float, df: float = 100.0) -> pd.DataFrame:
+    """One family of contrasts on the points scale as the model hands them to judge(): Bonferroni intervals
+    and Holm-adjusted p, computed here with scipy and statsmodels."""
+    m = len(diffs)
+    half = sps.t.ppf(1 - 0.05 / (2 * m), df) * se
+    p = [2 * sps.t.sf(abs(d) / se, df) for d in diffs]
+    return pd.DataFrame({"diff": diffs, "diff_ci_low": [d - half for d in diffs], "diff_ci_high": [d + half for d in diffs],
+                         "se": se, "df": df, "p": p, "p_holm": multipletests(p, method="holm")[1], "family": m})
+
+
+def test_a_verdict_its_interval_seems_to_contradict_says_why() -> None:
+    """Holm's step-down test can reject a contrast whose Bonferroni interval still holds 0 (the second p of
+    three is compared with 5%/2, the interval built at 5%/3), and a TOST can show equivalence while the 95%
+    interval reaches past the margin: the verdict follows the declared test, and a note says why the two
+    differ, only where they do."""
+    from ablations.report.analysis import judge
+
+    family = _family([5.0, 2.36, 0.1], se=1.0)  # p: < 1e-5, 0.020, 0.92
+    assert family["p_holm"][1] < 0.05 and family["diff_ci_low"][1] < 0  # the case itself, from scipy
+    judged = judge(family, [0.5, 0.5, 0.5], centre=0.0, scale="points")
+    assert list(judged["verdict"]) == ["differs", "differs", "not resolved"]
+    assert judged["verdict_note"][1].startswith("the interval includes 0 though Holm's test rejects")
+    assert judged["verdict_note"][0] == judged["verdict_note"][2] == ""
+
+    lone = _family([0.0], se=0.28)  # TOST: t = 0.5 / 0.28 = 1.79 > 1.66; 95% interval ±0.56 > 0.5
+    judged = judge(lone, [0.5], centre=0.0, scale="points")
+    assert judged["verdict"][0] == "equivalent within ±0.5"
+    assert judged["verdict_note"][0].startswith("the interval reaches past the margin though the TOST shows equivalence")
+    assert judge(_family([0.0], se=0.2), [0.5], centre=0.0, scale="points")["verdict_note"][0] == ""  # ±0.40: inside

@@ -32,7 +32,7 @@ DIFFERS, NOT_RESOLVED = "differs", "not resolved"
 MAIN, INTERACTION, SIMPLE = "main effect", "interaction", "simple effect"
 ESTIMATE_COLUMNS = ["diff", "diff_ci_low", "diff_ci_high", "se", "df", "p", "p_holm", "family"]
 VERDICT_COLUMNS = ["points", "points_ci_low", "points_ci_high", "error_change", "error_change_ci_low",
-                   "error_change_ci_high", "margin", "p_tost", "verdict"]
+                   "error_change_ci_high", "margin", "p_tost", "verdict", "verdict_note"]
 
 
 def equivalent(margin: float) -> str:
@@ -70,7 +70,24 @@ def judge(est: pd.DataFrame, margins: list[float], centre: float, scale: str) ->
         else:
             verdicts.append(NOT_RESOLVED)
     est["verdict"] = verdicts
+    est["verdict_note"] = [verdict_note(row) for row in est.to_dict("records")]
     return est
+
+
+def verdict_note(row: dict) -> str:
+    """Why a verdict and its simultaneous interval seem to disagree, where they do ('' elsewhere). The
+    verdict comes from the declared tests (Holm's step-down, Holm-adjusted TOST); the interval is
+    Bonferroni's over the whole family, which is stricter near the boundary."""
+    low, high, margin = row["points_ci_low"], row["points_ci_high"], row["margin"]
+    m = int(row["family"])
+    if row["verdict"] == DIFFERS and low <= 0 <= high:
+        return (f"the interval includes 0 though Holm's test rejects: after a smaller p is rejected Holm compares "
+                f"this p with 5% over fewer than {m} contrasts, the {fm.ADJUSTMENT} interval always over {m}; "
+                f"the verdict follows the declared test")
+    if row["verdict"] == equivalent(margin) and (low < -margin or high > margin):
+        return ("the interval reaches past the margin though the TOST shows equivalence: two one-sided tests at 5% "
+                "match a narrower interval (90% before adjustment) than this two-sided 95% one; the verdict follows the declared test")
+    return ""
 
 
 def family(model: fm.Factorial, labels: list[dict], weights: list[fm.Weights], margins: list[float],

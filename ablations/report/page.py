@@ -41,7 +41,7 @@ TITLES = {
 # The columns a table shows at first; the rest sit behind an "All columns" toggle (and in the CSV).
 COMPACT = {
     "cells": ("n", "test_acc", "val_acc", "train_acc", "interval_note"),
-    "effects": ("kind", "term", "level", "reference", "points", "error_change", "margin", "verdict"),
+    "effects": ("kind", "term", "level", "reference", "points", "error_change", "margin", "verdict", "verdict_note"),
     "simple_effects": ("term", "level", "reference", "within", "points", "error_change", "verdict"),
     "vs_baseline": ("n", "test_acc", "points", "verdict"),
     "sensitivity": ("term", "level", "method", "points", "verdict", "agrees", "note"),

@@ -50,8 +50,9 @@ def effects(table: pd.DataFrame | None, centre: float, scale: str, why_none: str
             ax.fill_betweenx([i - 0.32, i + 0.32], -bound, bound, color="#009E73", alpha=0.12, lw=0)
         ax.plot([row.diff_ci_low, row.diff_ci_high], [i, i], color=colour, lw=2.2, solid_capstyle="butt")
         ax.plot([row.diff], [i], "o", color=colour, ms=6)
-        ax.annotate(f" {row.verdict}", (1.0, i), xycoords=("axes fraction", "data"), va="center", fontsize=8.5,
-                    color=colour, annotation_clip=False)
+        noted = " *" if getattr(row, "verdict_note", "") else ""  # a verdict its interval seems to contradict
+        ax.annotate(f" {row.verdict}{noted}", (1.0, i), xycoords=("axes fraction", "data"), va="center",
+                    fontsize=8.5, color=colour, annotation_clip=False)
     ax.axvline(0, color="#444444", lw=0.8)
     per_term = table["term"].value_counts()
     ax.set_yticks(y, [_row_label(r, per_term[r.term]) for r in rows.itertuples(index=False)], fontsize=9)
@@ -67,6 +68,9 @@ def effects(table: pd.DataFrame | None, centre: float, scale: str, why_none: str
     caption = (f"Each main effect (and each interaction that differs) with its simultaneous {95}% interval from "
                f"the primary model, on {sc.describe(scale)}; green band: the equivalence margin where the grid "
                "declares one; the verdict beside each.")
+    if "verdict_note" in rows and rows["verdict_note"].fillna("").astype(bool).any():
+        caption += (" *: the verdict comes from the declared test (Holm's step-down test, or the TOST), which "
+                    "disagrees with this interval near the boundary; the note in the effects table says why.")
     return fig, caption
 
 

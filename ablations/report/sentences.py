@@ -43,5 +43,6 @@ def effect(row: pd.Series | dict, *, detail: bool = True) -> str:
 
 def family_note(row: pd.Series | dict) -> str:
     """'simultaneous 95% intervals, Bonferroni over 3; Holm p = 0.004'."""
+    note = row.get("verdict_note") or ""
     return (f"simultaneous {PERCENT} interval, {ADJUSTMENT} over {int(row['family'])}; Holm-adjusted "
-            f"{p_value(row['p_holm'])}")
+            f"{p_value(row['p_holm'])}" + (f"; {note}" if note else ""))
