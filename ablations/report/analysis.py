@@ -79,8 +79,8 @@ def verdict_note(row: dict) -> str:
     verdict comes from the declared tests (Holm's step-down, Holm-adjusted TOST); the interval is
     Bonferroni's over the whole family, which is stricter near the boundary."""
     low, high, margin = row["points_ci_low"], row["points_ci_high"], row["margin"]
-    m = int(row["family"])
     if row["verdict"] == DIFFERS and low <= 0 <= high:
+        m = int(row["family"])
         return (f"the interval includes 0 though Holm's test rejects: after a smaller p is rejected Holm compares "
                 f"this p with 5% over fewer than {m} contrasts, the {fm.ADJUSTMENT} interval always over {m}; "
                 f"the verdict follows the declared test")
