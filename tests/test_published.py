@@ -20,7 +20,7 @@ from statsmodels.stats.anova import anova_lm
 from ablations.api import report
 
 RESULTS = Path(__file__).resolve().parents[1] / "results"
-STUDIES = ("notebook_cpu", "quick", "precision_parity")
+STUDIES = ("notebook_converged", "notebook_cpu", "quick", "precision_parity")
 
 
 def runs_of(study: str) -> tuple[pd.DataFrame, list[str]]:
