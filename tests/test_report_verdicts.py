@@ -20,6 +20,7 @@ from statsmodels.stats.multitest import multipletests
 from test_report_store import PROVENANCE, build_store
 
 from ablations.report import curves
+from ablations.report.analysis import judge
 from ablations.report.budget import caveat
 from ablations.report.reading import answer, pilot_line, reading
 from ablations.report.runs import load_runs
@@ -382,8 +383,6 @@ def test_a_verdict_its_interval_seems_to_contradict_says_why() -> None:
     three is compared with 5%/2, the interval built at 5%/3), and a TOST can show equivalence while the 95%
     interval reaches past the margin: the verdict follows the declared test, and a note says why the two
     differ, only where they do."""
-    from ablations.report.analysis import judge
-
     family = _family([5.0, 2.36, 0.1], se=1.0)  # p: < 1e-5, 0.020, 0.92
     assert family["p_holm"][1] < 0.05 and family["diff_ci_low"][1] < 0  # the case itself, from scipy
     judged = judge(family, [0.5, 0.5, 0.5], centre=0.0, scale="points")

@@ -82,11 +82,12 @@ def verdict_note(row: dict) -> str:
     if row["verdict"] == DIFFERS and low <= 0 <= high:
         m = int(row["family"])
         return (f"the interval includes 0 though Holm's test rejects: after a smaller p is rejected Holm compares "
-                f"this p with 5% over fewer than {m} contrasts, the {fm.ADJUSTMENT} interval always over {m}; "
+                f"this p with {stats.ALPHA:.0%} over fewer than {m} contrasts, the {fm.ADJUSTMENT} interval always over {m}; "
                 f"the verdict follows the declared test")
     if row["verdict"] == equivalent(margin) and (low < -margin or high > margin):
-        return ("the interval reaches past the margin though the TOST shows equivalence: two one-sided tests at 5% "
-                "match a narrower interval (90% before adjustment) than this two-sided 95% one; the verdict follows the declared test")
+        return (f"the interval reaches past the margin though the TOST shows equivalence: two one-sided tests at "
+                f"{stats.ALPHA:.0%} match a narrower interval ({1 - 2 * stats.ALPHA:.0%} before adjustment) than this "
+                f"two-sided {1 - stats.ALPHA:.0%} one; the verdict follows the declared test")
     return ""
 
 

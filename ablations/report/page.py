@@ -42,7 +42,7 @@ TITLES = {
 COMPACT = {
     "cells": ("n", "test_acc", "val_acc", "train_acc", "interval_note"),
     "effects": ("kind", "term", "level", "reference", "points", "error_change", "margin", "verdict", "verdict_note"),
-    "simple_effects": ("term", "level", "reference", "within", "points", "error_change", "verdict"),
+    "simple_effects": ("term", "level", "reference", "within", "points", "error_change", "verdict", "verdict_note"),
     "vs_baseline": ("n", "test_acc", "points", "verdict"),
     "sensitivity": ("term", "level", "method", "points", "verdict", "agrees", "note"),
 }
